@@ -1,0 +1,36 @@
+# The README's commands. `make run` and `make test` set everything up on a fresh clone.
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+SAMPLE_ORDERS ?= 20000
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: setup run test lint dagster clean
+
+setup: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) sync --frozen --inexact
+	touch $@
+
+run: setup
+	@if [ -z "$$(find data/raw -type f \( -name '*.json*' -o -name '*.ndjson*' -o -name '*.jsonl*' -o -name '*.csv*' \) 2>/dev/null | head -n 1)" ]; then \
+		echo "data/raw is empty: generating $(SAMPLE_ORDERS) sample orders"; \
+		$(VENV)/bin/loyalty generate --orders $(SAMPLE_ORDERS) --out data/raw; \
+	fi
+	$(VENV)/bin/loyalty run
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check pipelines tests
+
+dagster: setup
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf data/warehouse data/exports

@@ -1,0 +1,18 @@
+{#-
+    The as-of date of a build (SPEC §5: the date D covers the whole day, UTC) as a SQL date literal.
+    It comes from the `as_of` var; when that is null or empty it is today in UTC, fixed at compile time
+    so every model of one invocation agrees on it (the database's current_date follows the session
+    time zone, not UTC).
+-#}
+{% macro as_of_date() -%}
+    {%- set raw = var('as_of', none) -%}
+    {%- if raw is none or (raw | string | trim) == '' -%}
+        {%- set value = modules.datetime.datetime.now(modules.pytz.utc).date().isoformat() -%}
+    {%- else -%}
+        {%- set value = raw | string | trim -%}
+    {%- endif -%}
+    {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value) -%}
+        {{ exceptions.raise_compiler_error("var 'as_of' must be a date YYYY-MM-DD, got '" ~ value ~ "'") }}
+    {%- endif -%}
+    cast('{{ value }}' as date)
+{%- endmacro %}

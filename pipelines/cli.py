@@ -1,0 +1,121 @@
+"""`loyalty`: the command line of SPEC §7.
+
+Exit codes: 0 success, 1 the run finished with failures (failed checks or a failed step), 2 bad usage
+(a missing raw directory, an invalid rules file, a malformed option). Never a raw traceback: errors are
+one clear message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage: reported in one line, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description="Loyalty analytics pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="materialize every asset in-process and print a summary")
+    run.add_argument("--raw-dir", help="raw exports directory (LOYALTY_RAW_DIR; default data/raw)")
+    run.add_argument("--warehouse", help="DuckDB file (LOYALTY_WAREHOUSE; default data/warehouse/loyalty.duckdb)")
+    run.add_argument("--rules", help="rules YAML file (LOYALTY_RULES; default: the packaged rules)")
+    run.add_argument("--as-of", help="as-of date YYYY-MM-DD (LOYALTY_AS_OF; default today, UTC)")
+    run.add_argument("--exports-dir", help="segment exports directory (LOYALTY_EXPORTS_DIR; default data/exports)")
+
+    generate = commands.add_parser("generate", help="write realistic sample exports in all three formats")
+    generate.add_argument("--orders", type=_positive_int, required=True, help="number of orders")
+    generate.add_argument("--customers", type=_positive_int, help="number of customers (default orders / 4)")
+    generate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    generate.add_argument("--out", default="data/raw", help="output directory (default data/raw)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.rules import RulesError, load_rules
+    from pipelines.settings import ENV, Settings, SettingsError
+
+    given = {
+        "raw_dir": args.raw_dir,
+        "warehouse": args.warehouse,
+        "rules": args.rules,
+        "as_of": args.as_of,
+        "exports_dir": args.exports_dir,
+    }
+    try:
+        settings = Settings.resolve(**given)
+        rules = load_rules(settings.rules)
+    except (SettingsError, RulesError) as exc:
+        raise UsageError(str(exc)) from exc
+    if not settings.raw_dir.is_dir():
+        raise UsageError(f"raw directory {settings.raw_dir} does not exist (set --raw-dir or LOYALTY_RAW_DIR)")
+    # The assets read their settings from the environment at run time: pass the resolved values on.
+    os.environ[ENV["raw_dir"]] = str(settings.raw_dir)
+    os.environ[ENV["warehouse"]] = str(settings.warehouse)
+    os.environ[ENV["as_of"]] = settings.as_of.isoformat()
+    os.environ[ENV["exports_dir"]] = str(settings.exports_dir)
+    if settings.rules:
+        os.environ[ENV["rules"]] = str(settings.rules)
+
+    from pipelines.orchestration import run_pipeline
+    from pipelines.summary import print_summary
+
+    outcome = run_pipeline()
+    print_summary(settings, rules, outcome)
+    return EXIT_OK if outcome.success else EXIT_FAILED
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from pipelines.generate import generate
+
+    out = Path(args.out)
+    summary = generate(out, orders=args.orders, customers=args.customers, seed=args.seed)
+    total = sum(summary.records_per_source.values())
+    print(f"wrote {len(summary.files)} files, {total} records for {args.orders} orders into {out}")
+    for source, count in sorted(summary.records_per_source.items()):
+        print(f"  {source:<9} {count:>10} records")
+    bad = sum(summary.bad_records.values())
+    print(f"  {bad} deliberately bad records: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.bad_records.items())))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 with usage on a malformed option
+    handlers = {"run": _cmd_run, "generate": _cmd_generate}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"loyalty {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"loyalty {args.command}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the promise is one clear line, never a traceback
+        print(f"loyalty {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("LOYALTY_DEBUG"):
+            raise
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

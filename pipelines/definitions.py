@@ -1,0 +1,14 @@
+"""The Dagster code location: one Definitions object, assembled from defs/."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.defs import ingest
+from pipelines.defs.resources import LoyaltySettings
+
+defs = dg.Definitions(
+    assets=[*ingest.assets],
+    asset_checks=[*ingest.asset_checks],
+    resources={"settings": LoyaltySettings()},
+)

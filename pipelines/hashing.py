@@ -1,0 +1,22 @@
+"""Stable hashes for ids: the same text gives the same id on any machine and any library version.
+
+Polars' own hash is seeded and not stable across versions, so ids are SHA-256 digests computed by DuckDB over
+whole columns.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+
+def sha256_column(frame: pl.DataFrame, text: pl.Expr, alias: str, *, prefix: str = "", length: int = 64) -> pl.DataFrame:
+    """`frame` with a column `alias` = prefix + first `length` hex digits of sha256(text); null text → null."""
+    keyed = frame.with_columns(text.alias("__hash_input"))  # noqa: F841 (read by DuckDB below)
+    with duckdb.connect() as con:
+        hashed = con.sql(
+            "select case when __hash_input is null then null else ? || left(sha256(__hash_input), ?) end as h "
+            "from keyed",
+            params=[prefix, length],
+        ).pl()
+    return frame.with_columns(hashed["h"].alias(alias))

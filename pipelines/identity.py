@@ -1,0 +1,86 @@
+"""Customer identity (SPEC §3): identifiers that appear together on any order belong to one customer.
+
+Identifiers are the normalized e-mail, the phone (digits with country code), a source's customer id as
+`<source>:<id>` and a document as its salted hash. Each accepted record links the identifiers it carries; the
+customers are the connected components of that graph (scipy's sparse connected components: linear time, no
+Python loop over records). `customer_id` is an opaque, stable hash of the component's smallest identifier, so
+it does not change when the same data is loaded again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipelines import hashing
+from pipelines.schemas import CUSTOMER_COLUMNS, conform
+
+
+def identifiers(events: pl.DataFrame) -> pl.DataFrame:
+    """One row per (event, identifier) it carries: `event_id`, `order_id`, `identifier`."""
+    kinds = {
+        "email": pl.concat_str(pl.lit("email:"), pl.col("email")),
+        "phone": pl.concat_str(pl.lit("phone:"), pl.col("phone")),
+        "source_customer_id": pl.concat_str(
+            pl.lit("id:"), pl.col("source"), pl.lit(":"), pl.col("source_customer_id")
+        ),
+        "document_hash": pl.concat_str(pl.lit("doc:"), pl.col("document_hash")),
+    }
+    return (
+        events.select("event_id", "order_id", pl.concat_list(list(kinds.values())).alias("identifier"))
+        .explode("identifier")
+        .drop_nulls("identifier")
+    )
+
+
+def resolve(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(order_id → customer_id, identifier → customer_id) from all accepted events."""
+    ids = identifiers(events)
+    nodes = ids.select(pl.col("identifier").unique().sort()).with_row_index("node")
+    if nodes.height == 0:
+        empty = pl.DataFrame(schema={"order_id": pl.String, "customer_id": pl.String})
+        return empty, pl.DataFrame(schema={"identifier": pl.String, "customer_id": pl.String})
+    linked = ids.join(nodes, on="identifier")
+    # Link every identifier of a record, and every record of an order, to the order's first identifier.
+    anchor = linked.group_by("order_id").agg(pl.col("node").min().alias("anchor"))
+    edges = linked.join(anchor, on="order_id").select("node", "anchor")
+    n = nodes.height
+    graph = coo_matrix(
+        (np.ones(edges.height, dtype=np.int8), (edges["node"].to_numpy(), edges["anchor"].to_numpy())),
+        shape=(n, n),
+    )
+    _, labels = connected_components(graph, directed=False)
+    labelled = nodes.with_columns(pl.Series("component", labels))
+    smallest = labelled.group_by("component").agg(pl.col("identifier").min().alias("smallest"))
+    smallest = hashing.sha256_column(smallest, pl.col("smallest"), "customer_id", prefix="c_", length=20)
+    node_customer = labelled.join(smallest.select("component", "customer_id"), on="component").select(
+        "node", "identifier", "customer_id"
+    )
+    order_customer = (
+        anchor.join(node_customer, left_on="anchor", right_on="node").select("order_id", "customer_id").sort("order_id")
+    )
+    return order_customer, node_customer.select("identifier", "customer_id")
+
+
+def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.DataFrame:
+    """core.customers: contact data of each customer, latest non-null value first seen in processing order."""
+    from pipelines.merge import processing_order
+
+    ordered = processing_order(events.join(order_customer, on="order_id", how="inner").lazy())
+    customers = ordered.group_by("customer_id").agg(
+        *[pl.col(c).drop_nulls().last().alias(c) for c in ("email", "phone", "first_name", "last_name", "document_hash")],
+        pl.col("placed_at").min().alias("first_seen_at"),
+        pl.col("ingested_at").min().alias("first_ingested_at"),
+        pl.col("source").unique().sort().alias("sources"),
+        pl.concat_str(pl.col("source"), pl.lit(":"), pl.col("source_customer_id"))
+        .drop_nulls()
+        .unique()
+        .sort()
+        .alias("source_customer_ids"),
+    )
+    customers = customers.with_columns(
+        pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")
+    ).collect()
+    return conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)

@@ -1,0 +1,396 @@
+"""Finding raw files and splitting them into records, each with its raw text verbatim.
+
+A file becomes a frame of records (`record_locator`, `raw_record`, `json_text`): `raw_record` is exactly what the
+file held, for quarantine; `json_text` is the record as one JSON object (CSV rows are rebuilt as nested objects
+from their dotted columns), or null when the record does not parse. Field extraction then runs over whole
+columns (sources/*.py), never record by record.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipelines.schemas import SOURCES
+
+RECORD_COLUMNS = {
+    "source": pl.String,
+    "source_file": pl.String,
+    "record_locator": pl.String,
+    "record_index": pl.Int64,
+    "raw_record": pl.String,
+    "json_text": pl.String,
+    "parse_error": pl.String,
+}
+
+SUFFIXES = (".json", ".ndjson", ".jsonl", ".csv")
+# CSV columns holding the item list as JSON text, by source.
+ITEM_COLUMNS = {"brevo": "products", "bonifiq": "Products", "esputnik": "items"}
+
+
+class RawDirError(ValueError):
+    """The raw directory itself is unusable (missing, not a directory)."""
+
+
+@dataclass(frozen=True)
+class RawFile:
+    path: Path  # absolute, resolved
+    rel_path: str  # path inside the raw directory, '/'-separated: what tables and logs show
+    source: str
+    sha256: str
+    size_bytes: int
+
+    @property
+    def kind(self) -> str:
+        name = self.path.name.lower()
+        name = name[:-3] if name.endswith(".gz") else name
+        return Path(name).suffix.lstrip(".")
+
+    @property
+    def gzipped(self) -> bool:
+        return self.path.name.lower().endswith(".gz")
+
+
+def _is_raw_name(name: str) -> bool:
+    lowered = name.lower()
+    lowered = lowered[:-3] if lowered.endswith(".gz") else lowered
+    return lowered.endswith(SUFFIXES) and not name.startswith(".")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
+    """Raw files under `<raw_dir>/<source>/**`, in processing order, and warnings about what was skipped.
+
+    Order: by source, then lexicographic path inside the source (SPEC §2). Paths are resolved and must stay
+    inside the raw directory: a symlink that points elsewhere is skipped with a warning.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.exists():
+        raise RawDirError(f"raw directory {raw_dir} does not exist")
+    if not raw_dir.is_dir():
+        raise RawDirError(f"raw directory {raw_dir} is not a directory")
+    root = raw_dir.resolve()
+    files: list[RawFile] = []
+    warnings: list[str] = []
+    for source in SOURCES:
+        source_dir = root / source
+        if not source_dir.is_dir():
+            continue
+        found: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(source_dir, followlinks=False):
+            dirnames.sort()
+            for name in filenames:
+                if not _is_raw_name(name):
+                    continue
+                path = Path(dirpath) / name
+                resolved = path.resolve()
+                if not resolved.is_relative_to(root):
+                    warnings.append(f"{path.relative_to(root)}: skipped, it points outside the raw directory")
+                    continue
+                if not resolved.is_file():
+                    continue
+                found.append((path.relative_to(root).as_posix(), resolved))
+        for rel_path, resolved in sorted(found):
+            files.append(
+                RawFile(
+                    path=resolved,
+                    rel_path=rel_path,
+                    source=source,
+                    sha256=sha256_of(resolved),
+                    size_bytes=resolved.stat().st_size,
+                )
+            )
+    return files, warnings
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be read (not gzip, not UTF-8): reported, not fatal."""
+
+
+def read_text(file: RawFile) -> str:
+    try:
+        data = file.path.read_bytes()
+        if file.gzipped:
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UnreadableFile(f"cannot read {file.rel_path}: {exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"{file.rel_path} is not UTF-8 text: {exc}") from exc
+    return text.removeprefix("\ufeff")
+
+
+def _frame(file: RawFile, locators: list[str], raws: list[str], jsons: list[str | None],
+           errors: list[str | None]) -> pl.DataFrame:
+    n = len(raws)
+    return pl.DataFrame(
+        {
+            "source": [file.source] * n,
+            "source_file": [file.rel_path] * n,
+            "record_locator": locators,
+            "record_index": list(range(n)),
+            "raw_record": raws,
+            "json_text": jsons,
+            "parse_error": errors,
+        },
+        schema=RECORD_COLUMNS,
+    )
+
+
+def _objects_only(frame: pl.DataFrame) -> pl.DataFrame:
+    """Mark records whose text is not one JSON object as unparseable (DuckDB validates whole columns)."""
+    with duckdb.connect() as con:
+        checked = con.sql(
+            """
+            select * replace (
+                case when json_text is null then null
+                     when not json_valid(json_text) then null
+                     when json_type(json_text) <> 'OBJECT' then null
+                     else json_text end as json_text,
+                case when parse_error is not null then parse_error
+                     when json_text is null then 'empty record'
+                     when not json_valid(json_text) then 'not valid JSON'
+                     when json_type(json_text) <> 'OBJECT' then 'a ' || lower(json_type(json_text))
+                          || ' where an order object is due'
+                     else null end as parse_error
+            )
+            from frame
+            order by record_index
+            """
+        ).pl()
+    return checked
+
+
+def _split_lines(file: RawFile, text: str) -> pl.DataFrame:
+    lines = text.splitlines()
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return _frame(
+        file,
+        [f"line {n}" for n, _ in numbered],
+        [line for _, line in numbered],
+        [line for _, line in numbered],
+        [None] * len(numbered),
+    )
+
+
+_DECODER = json.JSONDecoder()
+_WS = " \t\r\n"
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int]], int | None]:
+    """Spans of the elements of the JSON array whose '[' is at `start`, verbatim.
+
+    Returns the spans parsed and, when the array breaks off (truncated or malformed), the offset where the
+    unparseable rest begins, so that rest can be quarantined whole instead of lost.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = _skip_ws(text, start + 1)
+    if pos < len(text) and text[pos] == "]":
+        return spans, None
+    while True:
+        try:
+            _, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return spans, pos
+        spans.append((pos, end))
+        pos = _skip_ws(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+            continue
+        if pos < len(text) and text[pos] == "]":
+            return spans, None
+        return spans, pos
+
+
+def _envelope_array(text: str, start: int) -> int | None:
+    """Offset of the '[' of the `orders` member when the object at `start` is an {"orders": [...]} envelope."""
+    try:
+        value = json.loads(text[start:])
+    except json.JSONDecodeError:
+        value = None
+    if value is not None and not (isinstance(value, dict) and isinstance(value.get("orders"), list)):
+        return None
+    # Walk the top-level members to find where the `orders` array starts in the text.
+    pos = _skip_ws(text, start + 1)
+    while pos < len(text) and text[pos] == '"':
+        try:
+            key, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        pos = _skip_ws(text, pos)
+        if pos >= len(text) or text[pos] != ":":
+            return None
+        pos = _skip_ws(text, pos + 1)
+        if key == "orders" and pos < len(text) and text[pos] == "[":
+            return pos
+        try:
+            _, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        pos = _skip_ws(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+    return None
+
+
+def _split_json(file: RawFile, text: str) -> pl.DataFrame:
+    start = _skip_ws(text, 0)
+    if start >= len(text):
+        return _frame(file, [], [], [], [])
+    array_at = None
+    if text[start] == "[":
+        array_at = start
+    elif text[start] == "{":
+        array_at = _envelope_array(text, start)
+    if array_at is None:
+        # a single order object (or something unparseable: one record, quarantined whole)
+        return _frame(file, ["object"], [text], [text.strip()], [None])
+    spans, broken_at = _array_elements(text, array_at)
+    locators = [f"index {i}" for i in range(len(spans))]
+    raws = [text[a:b] for a, b in spans]
+    jsons: list[str | None] = list(raws)
+    errors: list[str | None] = [None] * len(spans)
+    if broken_at is not None:
+        rest = text[broken_at:]
+        if rest.strip() and rest.strip() not in ("]", "]}"):
+            locators.append(f"index {len(spans)} onwards")
+            raws.append(rest)
+            jsons.append(None)
+            errors.append("the JSON array breaks off here; the rest of the file does not parse")
+    return _frame(file, locators, raws, jsons, errors)
+
+
+def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return _frame(file, [], [], [], [])
+    except csv.Error as exc:
+        raise UnreadableFile(f"{file.rel_path}: CSV header does not parse: {exc}") from exc
+    lines = text.splitlines(keepends=True)
+    locators: list[str] = []
+    raws: list[str] = []
+    rows: list[list[str] | None] = []
+    errors: list[str | None] = []
+    line_start = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row = None
+            error = f"CSV row does not parse: {exc}"
+        else:
+            error = None
+        line_end = reader.line_num
+        raw = "".join(lines[line_start:line_end]).rstrip("\r\n")
+        first_line = line_start + 1
+        line_start = line_end
+        if row is not None and not any(cell.strip() for cell in row):
+            continue
+        if row is not None and len(row) != len(header):
+            error = f"CSV row has {len(row)} fields where the header has {len(header)}"
+            row = None
+        locators.append(f"line {first_line}")
+        raws.append(raw)
+        rows.append(row)
+        errors.append(error)
+    if not raws:
+        return _frame(file, [], [], [], [])
+    good = [i for i, r in enumerate(rows) if r is not None]
+    columns = {f"c{j}": [rows[i][j] for i in good] for j in range(len(header))}  # type: ignore[index]
+    cells = pl.DataFrame(columns, schema={f"c{j}": pl.String for j in range(len(header))})
+    json_of_good = _rows_to_json(cells, header, ITEM_COLUMNS[file.source])
+    jsons: list[str | None] = [None] * len(raws)
+    for i, value in zip(good, json_of_good, strict=True):
+        jsons[i] = value
+    for i in range(len(raws)):
+        if jsons[i] is None and errors[i] is None:
+            errors[i] = "the item list column is not valid JSON"
+    return _frame(file, locators, raws, jsons, errors)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> list[str | None]:
+    """Rebuild nested JSON objects from CSV cells: dotted names nest, the item column is parsed JSON.
+
+    Empty cells are absent fields. Values stay strings: extraction casts them and flags bad types.
+    """
+    tree: dict = {}
+    for j, name in enumerate(header):
+        node = tree
+        parts = name.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = j
+
+    def render(node: dict) -> str:
+        members = []
+        for key, value in node.items():
+            if isinstance(value, dict):
+                members.append(f"{_sql_string(key)}, {render(value)}")
+            elif key == item_column:
+                col = f"nullif(c{value}, '')"
+                members.append(
+                    f"{_sql_string(key)}, case when {col} is null then null "
+                    f"when json_valid({col}) then json({col}) else null end"
+                )
+            else:
+                members.append(f"{_sql_string(key)}, nullif(c{value}, '')")
+        return "json_object(" + ", ".join(members) + ")"
+
+    item_checks = [
+        f"(nullif(c{j}, '') is not null and not json_valid(c{j}))"
+        for j, name in enumerate(header)
+        if name.strip() == item_column
+    ]
+    bad_items = " or ".join(item_checks) or "false"
+    with duckdb.connect() as con:
+        rendered = con.sql(
+            f"select case when {bad_items} then null else json_strip_nulls({render(tree)})::varchar end "
+            f"as j from cells"
+        ).fetchall()
+    return [row[0] for row in rendered]
+
+
+def read_records(file: RawFile) -> pl.DataFrame:
+    """Split one raw file into records; raises UnreadableFile when the file as a whole cannot be read."""
+    text = read_text(file)
+    if file.kind in ("ndjson", "jsonl"):
+        frame = _split_lines(file, text)
+    elif file.kind == "json":
+        frame = _split_json(file, text)
+    else:
+        frame = _split_csv(file, text)
+    return _objects_only(frame) if frame.height else frame

@@ -1,0 +1,157 @@
+"""The steps of a run, as plain functions over the warehouse: what the Dagster assets call.
+
+Each step opens the warehouse once (DuckDB has one writer) and writes its tables in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+
+from pipelines import warehouse
+from pipelines.canonical import build_canonical
+from pipelines.ingest import parse_files
+from pipelines.reading import discover_files
+from pipelines.rules import Rules
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    counts = frame.group_by(column).len().sort(column)
+    return dict(zip(counts[column].to_list(), counts["len"].to_list(), strict=True))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class IngestReport:
+    files_seen: int
+    files_ingested: int
+    files_skipped: int
+    files_unreadable: list[str]
+    records_read: int
+    records_accepted: int
+    records_quarantined: int
+    quarantined_by_reason: dict[str, int]
+    retried: int
+    readmitted: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def ingest(settings: Settings, rules: Rules, run_id: str) -> IngestReport:
+    """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files."""
+    files, warnings = discover_files(settings.raw_dir)
+    now = now_utc()
+    with warehouse.connect(settings.warehouse) as con:
+        warehouse.ensure_core(con)
+        seen = con.sql("select path, sha256 from core.ingest_files").pl()
+        seen_sha = set(seen["sha256"].to_list())
+        seen_pairs = set(zip(seen["path"].to_list(), seen["sha256"].to_list(), strict=True))
+        new, again, copies = [], [], []
+        for f in files:
+            if f.sha256 not in seen_sha:
+                new.append(f)
+                seen_sha.add(f.sha256)
+            elif (f.rel_path, f.sha256) in seen_pairs:
+                again.append(f)
+            else:
+                copies.append(f)
+        retry = warehouse.read_table(con, "quarantine", "reason_code = 'unknown_order'")
+        known = con.sql("select distinct order_id from core.order_events where record_kind = 'order'").pl()["order_id"]
+        for f in new:
+            log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
+        result = parse_files(
+            new, rules, run_id=run_id, ingested_at=now, document_salt=settings.document_salt,
+            retry=retry, known_orders=known,
+        )
+        for message in result.errors:
+            log.warning("unreadable file: %s", message)
+        copy_rows = pl.DataFrame(
+            {
+                "path": [f.rel_path for f in copies],
+                "source": [f.source for f in copies],
+                "sha256": [f.sha256 for f in copies],
+                "size_bytes": [f.size_bytes for f in copies],
+                "records_read": [0] * len(copies),
+                "records_accepted": [0] * len(copies),
+                "records_quarantined": [0] * len(copies),
+                "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
+                "first_ingested_at": [now] * len(copies),
+                "last_ingested_at": [now] * len(copies),
+            },
+            schema=warehouse.CORE_TABLES["ingest_files"],
+        )
+        events = result.events
+        quarantine = result.quarantine
+        with warehouse.transaction(con):
+            warehouse.append(con, "order_events", events)
+            if retry.height:
+                con.execute("delete from core.quarantine where reason_code = 'unknown_order'")
+            warehouse.append(con, "quarantine", quarantine)
+            warehouse.append(con, "ingest_files", pl.concat([result.files, copy_rows]))
+            if again:
+                seen_again = pl.DataFrame({"path": [f.rel_path for f in again], "sha256": [f.sha256 for f in again]})  # noqa: F841
+                con.execute(
+                    "update core.ingest_files f set last_ingested_at = ? from seen_again s "
+                    "where f.path = s.path and f.sha256 = s.sha256",
+                    [now],
+                )
+            if retry.height:
+                # Re-admitted records move from quarantined to accepted in their file's counts.
+                con.execute(
+                    """
+                    update core.ingest_files f set
+                        records_accepted = (select count(*) from core.order_events e
+                                            where e.source_file = f.path and e.file_sha256 = f.sha256),
+                        records_quarantined = (select count(*) from core.quarantine q
+                                               where q.source_file = f.path and q.file_sha256 = f.sha256)
+                    where f.records_read > 0 and f.path in (select source_file from retry)
+                    """
+                )
+    counted = result.quarantine.filter(pl.col("file_sha256").is_in([f.sha256 for f in new]))
+    return IngestReport(
+        files_seen=len(files),
+        files_ingested=len(new),
+        files_skipped=len(again) + len(copies),
+        files_unreadable=result.errors,
+        records_read=int(result.files["records_read"].sum()),
+        records_accepted=int(result.files["records_accepted"].sum()),
+        records_quarantined=int(result.files["records_quarantined"].sum()),
+        quarantined_by_reason=value_counts(counted, "reason_code"),
+        retried=retry.height,
+        readmitted=result.readmitted,
+        warnings=warnings,
+    )
+
+
+@dataclass
+class CanonicalReport:
+    orders: int
+    orders_by_status: dict[str, int]
+    order_items: int
+    customers: int
+
+
+def rebuild_canonical(settings: Settings, rules: Rules) -> CanonicalReport:
+    """Rebuild core.orders, core.order_items and core.customers from every accepted event."""
+    with warehouse.connect(settings.warehouse) as con:
+        warehouse.ensure_core(con)
+        events = warehouse.read_table(con, "order_events")
+        canonical = build_canonical(events, rules)
+        with warehouse.transaction(con):
+            warehouse.replace(con, "orders", canonical.orders)
+            warehouse.replace(con, "order_items", canonical.order_items)
+            warehouse.replace(con, "customers", canonical.customers)
+    return CanonicalReport(
+        orders=canonical.orders.height,
+        orders_by_status=value_counts(canonical.orders, "status"),
+        order_items=canonical.order_items.height,
+        customers=canonical.customers.height,
+    )

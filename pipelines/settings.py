@@ -1,0 +1,68 @@
+"""Paths and options of a run, resolved at run time: explicit value, else environment variable, else default.
+
+The CLI passes its options through the same environment variables (SPEC §7), so `loyalty run`, the Dagster
+schedule and `dagster dev` all read one set of settings the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ENV = {
+    "raw_dir": "LOYALTY_RAW_DIR",
+    "warehouse": "LOYALTY_WAREHOUSE",
+    "rules": "LOYALTY_RULES",
+    "as_of": "LOYALTY_AS_OF",
+    "exports_dir": "LOYALTY_EXPORTS_DIR",
+    "document_salt": "LOYALTY_DOCUMENT_SALT",
+}
+DEFAULTS = {
+    "raw_dir": "data/raw",
+    "warehouse": "data/warehouse/loyalty.duckdb",
+    "exports_dir": "data/exports",
+    # A shop must set its own salt: with the public default, document hashes can be brute-forced.
+    "document_salt": "loyalty-pipeline-default-salt",
+}
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used (bad usage: exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw_dir: Path
+    warehouse: Path
+    rules: Path | None
+    as_of: date
+    exports_dir: Path
+    document_salt: str
+
+    @classmethod
+    def resolve(cls, **given: str | None) -> Settings:
+        def pick(name: str) -> str | None:
+            value = given.get(name)
+            if value in (None, ""):
+                value = os.environ.get(ENV[name]) or None
+            return value if value is not None else DEFAULTS.get(name)
+
+        as_of_text = pick("as_of")
+        if as_of_text:
+            try:
+                as_of = date.fromisoformat(as_of_text)
+            except ValueError as exc:
+                raise SettingsError(f"as-of date {as_of_text!r} is not YYYY-MM-DD") from exc
+        else:
+            as_of = datetime.now(UTC).date()
+        rules = pick("rules")
+        return cls(
+            raw_dir=Path(pick("raw_dir")).expanduser().absolute(),
+            warehouse=Path(pick("warehouse")).expanduser().absolute(),
+            rules=Path(rules).expanduser().absolute() if rules else None,
+            as_of=as_of,
+            exports_dir=Path(pick("exports_dir")).expanduser().absolute(),
+            document_salt=pick("document_salt") or DEFAULTS["document_salt"],
+        )

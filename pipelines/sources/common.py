@@ -1,0 +1,354 @@
+"""The machinery the three source modules share: column-wise field extraction and rule-driven validation.
+
+A source declares its fields (JSON path and kind), its item fields, and its quarantine rules, each rule being a
+reason code of SPEC §4 with a Polars expression that is true for a good record. Extraction runs in DuckDB over
+the whole column of JSON texts; the rules become one pandera schema per source, validated with `lazy=True`
+so every failure of every record is reported; each failing record keeps the first reason in SPEC order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import duckdb
+import pandera.polars as pa
+import polars as pl
+
+from pipelines.schemas import MONEY, REASON_CODES
+
+Kind = Literal["str", "money", "int", "float", "bool", "ts", "list_str", "json"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    path: str  # JSON path inside the record (or the item), e.g. '$.financial.subtotal'
+    kind: Kind = "str"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A record is good for `code` when `ok` is true; `reason` explains a failure in words."""
+
+    code: str
+    ok: pl.Expr
+    reason: pl.Expr
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    fields: Sequence[Field]
+    items_path: str
+    item_fields: Sequence[Field]
+    record_rules: Callable[..., list[Rule]]
+    item_rules: Callable[..., list[Rule]] = lambda rules: []  # noqa: E731
+    extra: dict = field(default_factory=dict)
+
+
+def _sql_path(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def _typed_sql(text: str, kind: Kind) -> str:
+    if kind == "money":
+        return f"coalesce(try_cast({text} as decimal(18,2)), try_cast(try_cast({text} as double) as decimal(18,2)))"
+    if kind == "int":
+        return (
+            f"case when try_cast({text} as double) = floor(try_cast({text} as double)) "
+            f"then try_cast(try_cast({text} as double) as bigint) end"
+        )
+    if kind == "float":
+        return f"case when isfinite(try_cast({text} as double)) then try_cast({text} as double) end"
+    if kind == "bool":
+        return f"try_cast({text} as boolean)"
+    if kind == "ts":
+        return f"timezone('UTC', try_cast({text} as timestamptz))"
+    raise ValueError(kind)
+
+
+def _field_sql(doc: str, spec: Field) -> list[str]:
+    """SQL select items for one field: `<name>` typed, plus `<name>__text` (the text as given) where typed."""
+    text = f"nullif(trim(json_extract_string({doc}, {_sql_path(spec.path)})), '')"
+    if spec.kind == "str":
+        return [f"{text} as {spec.name}"]
+    if spec.kind == "json":
+        return [f"json_extract({doc}, {_sql_path(spec.path)})::varchar as {spec.name}"]
+    if spec.kind == "list_str":
+        path = _sql_path(spec.path)
+        return [
+            f"case json_type({doc}, {path}) "
+            f"when 'ARRAY' then list_filter(json_extract_string({doc}, {path} || '[*]'), lambda x: nullif(trim(x), '') is not null) "
+            f"when 'VARCHAR' then [json_extract_string({doc}, {path})] end as {spec.name}"
+        ]
+    return [f"{text} as {spec.name}__text", f"{_typed_sql(text, spec.kind)} as {spec.name}"]
+
+
+def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Field columns for every parsed record, and one row per item of every record that lists items.
+
+    `records` has `rid` (a unique row key) and `json_text`; records whose text did not parse are left out.
+    """
+    record_cols = ",\n  ".join(s for f in spec.fields for s in _field_sql("json_text", f))
+    items_path = _sql_path(spec.items_path)
+    item_cols = ",\n  ".join(s for f in spec.item_fields for s in _field_sql("item", f))
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        parsed = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")  # noqa: F841
+        fields = con.sql(
+            f"""
+            select rid,
+              json_type(json_text, {items_path}) as items__type,
+              {record_cols}
+            from parsed
+            order by rid
+            """
+        ).pl()
+        items = con.sql(
+            f"""
+            with exploded as (
+                select rid,
+                       unnest(json_extract(json_text, {items_path} || '[*]')) as item,
+                       generate_subscripts(json_extract(json_text, {items_path} || '[*]'), 1) as line_number
+                from parsed
+                where json_type(json_text, {items_path}) = 'ARRAY'
+            )
+            select rid, line_number::integer as line_number,
+              json_type(item) as item__type,
+              {item_cols}
+            from exploded
+            order by rid, line_number
+            """
+        ).pl()
+    return fields, items
+
+
+def text_present(name: str) -> pl.Expr:
+    return pl.col(name).is_not_null()
+
+
+def bad_type(names: Sequence[str]) -> pl.Expr:
+    """True where any of the typed fields `names` was given but did not cast to its type."""
+    if not names:
+        return pl.lit(False)
+    return pl.any_horizontal(
+        [pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null() for n in names]
+    )
+
+
+def first_bad_name(names: Sequence[str], bad: Callable[[str], pl.Expr]) -> pl.Expr:
+    """The name of the first field for which `bad(name)` holds (for reason texts)."""
+    expr = pl.lit(None, dtype=pl.String)
+    for name in reversed(names):
+        expr = pl.when(bad(name)).then(pl.lit(name)).otherwise(expr)
+    return expr
+
+
+def type_rule(names: Sequence[str], labels: dict[str, str] | None = None) -> Rule:
+    labels = labels or {}
+
+    def bad(n: str) -> pl.Expr:
+        return pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null()
+
+    return Rule(
+        "invalid_type",
+        ~bad_type(names),
+        pl.format(
+            "{} has the wrong type",
+            first_bad_name(names, bad).replace_strict(labels, default=first_bad_name(names, bad)),
+        ),
+    )
+
+
+def required_rule(required: dict[str, pl.Expr]) -> Rule:
+    """`required` maps a field label to an expression true when the field is present."""
+    labels = list(required)
+    missing = pl.lit(None, dtype=pl.String)
+    for label in reversed(labels):
+        missing = pl.when(~required[label]).then(pl.lit(label)).otherwise(missing)
+    return Rule(
+        "missing_required_field",
+        pl.all_horizontal(list(required.values())) if required else pl.lit(True),
+        pl.format("required field {} is missing or empty", missing),
+    )
+
+
+def items_rule(code: str, column: str) -> Rule:
+    """A record-level rule that fails when an item failed `code` (items are checked in their own frame)."""
+    return Rule(code, ~pl.col(f"item__{code}").fill_null(False), pl.col(f"item__{code}__reason"))
+
+
+def _schema(name: str, rules: list[Rule]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        name=f"{name}_raw",
+        checks=[
+            pa.Check(lambda data, ok=rule.ok: data.lazyframe.select(ok.fill_null(False)), name=rule.code)
+            for rule in rules
+        ],
+        strict=False,
+    )
+
+
+def failures(frame: pl.DataFrame, name: str, rules: list[Rule]) -> pl.DataFrame:
+    """Run a source's rules as one pandera schema (`lazy=True`): (row index, first reason code, reason).
+
+    Every failed check is reported by pandera; a record failing several keeps the first code in SPEC §4 order.
+    """
+    if frame.height == 0 or not rules:
+        return pl.DataFrame(schema={"index": pl.Int64, "reason_code": pl.String, "reason": pl.String})
+    try:
+        _schema(name, rules).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    else:
+        return pl.DataFrame(schema={"index": pl.Int64, "reason_code": pl.String, "reason": pl.String})
+    order = {code: i for i, code in enumerate(REASON_CODES)}
+    unknown = set(cases["check"].unique()) - set(order)
+    if unknown:  # a failure that is not one of our rules (a pandera-level error): surface it loudly
+        raise RuntimeError(f"{name}: unexpected validation failures {sorted(unknown)}: {cases}")
+    first = (
+        cases.select(pl.col("index").cast(pl.Int64), pl.col("check").alias("reason_code"))
+        .with_columns(pl.col("reason_code").replace_strict(order, return_dtype=pl.Int32).alias("rank"))
+        .sort("index", "rank")
+        .unique("index", keep="first", maintain_order=True)
+        .drop("rank")
+    )
+    # Words for each failure: evaluate the failing code's reason expression on those rows only.
+    indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+    bad = indexed.join(first, on="index", how="inner")
+    reasons = pl.lit(None, dtype=pl.String)
+    for rule in rules:
+        reasons = pl.when(pl.col("reason_code") == rule.code).then(rule.reason.cast(pl.String)).otherwise(reasons)
+    explained = bad.select("index", "reason_code", reasons.alias("reason"))
+    return explained.with_columns(
+        pl.coalesce(pl.col("reason"), pl.col("reason_code").str.replace_all("_", " ")).alias("reason")
+    )
+
+
+def item_flags(items: pl.DataFrame, name: str, rules: list[Rule]) -> pl.DataFrame:
+    """Per record (`rid`): for each item rule, whether any item fails it and why (the first failing line)."""
+    fails = failures(items, f"{name}_items", rules)
+    if fails.height == 0:
+        return pl.DataFrame(schema={"rid": pl.Int64})
+    per_item = (
+        items.with_row_index("index")
+        .with_columns(pl.col("index").cast(pl.Int64))
+        .join(fails, on="index")
+        .with_columns(pl.format("item {}: {}", pl.col("line_number"), pl.col("reason")).alias("reason"))
+    )
+    per_record = per_item.sort("rid", "line_number").group_by("rid", maintain_order=True).agg(
+        pl.col("reason_code").first(), pl.col("reason").first()
+    )
+    codes = sorted(per_record["reason_code"].unique().to_list())
+    return per_record.select(
+        "rid",
+        *[(pl.col("reason_code") == code).alias(f"item__{code}") for code in codes],
+        *[
+            pl.when(pl.col("reason_code") == code).then(pl.col("reason")).alias(f"item__{code}__reason")
+            for code in codes
+        ],
+    )
+
+
+def with_item_flags(fields: pl.DataFrame, flags: pl.DataFrame, codes: Sequence[str]) -> pl.DataFrame:
+    joined = fields.join(flags, on="rid", how="left")
+    missing = []
+    for code in codes:
+        if f"item__{code}" not in joined.columns:
+            missing += [pl.lit(False).alias(f"item__{code}"), pl.lit(None, pl.String).alias(f"item__{code}__reason")]
+    return joined.with_columns(missing) if missing else joined
+
+
+def money_nonnegative(names: Sequence[str]) -> Rule:
+    def bad(n: str) -> pl.Expr:
+        return pl.col(n) < 0
+
+    return Rule(
+        "negative_amount",
+        ~pl.any_horizontal([bad(n).fill_null(False) for n in names]),
+        pl.format("{} is below zero", first_bad_name(names, lambda n: bad(n).fill_null(False))),
+    )
+
+
+def quantity_rule() -> Rule:
+    return Rule(
+        "invalid_quantity",
+        pl.col("quantity").is_null() | ((pl.col("quantity") > 0) & (pl.col("quantity") == pl.col("quantity").floor())),
+        pl.format("quantity {} is not a positive integer", pl.col("quantity__text")),
+    )
+
+
+def timestamp_rule(names: Sequence[str], *, offset_required: Sequence[str] = ()) -> Rule:
+    """Dates must parse; those in `offset_required` must also say their UTC offset (or Z)."""
+
+    def bad(n: str) -> pl.Expr:
+        unparsed = pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null()
+        if n in offset_required:
+            no_offset = pl.col(f"{n}__text").is_not_null() & ~pl.col(f"{n}__text").str.contains(
+                r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+            )
+            return unparsed | no_offset
+        return unparsed
+
+    return Rule(
+        "invalid_timestamp",
+        ~pl.any_horizontal([bad(n) for n in names]),
+        pl.format(
+            "{} is not a valid timestamp{}",
+            first_bad_name(names, bad),
+            pl.lit(" with a UTC offset" if offset_required else ""),
+        ),
+    )
+
+
+def status_rule(known: Sequence[str], column: str = "status") -> Rule:
+    lowered = [k.lower() for k in known]
+    return Rule(
+        "unknown_status",
+        pl.col(column).is_null() | pl.col(column).str.to_lowercase().is_in(lowered),
+        pl.format("status {} is not one the source defines", pl.col(column)),
+    )
+
+
+def currency_rule(known: Sequence[str], column: str = "currency") -> Rule:
+    return Rule(
+        "unknown_currency",
+        pl.col(column).is_null() | pl.col(column).str.to_uppercase().is_in(list(known)),
+        pl.format("currency {} has no FX rate in the rules", pl.col(column)),
+    )
+
+
+def normalize_email(expr: pl.Expr) -> pl.Expr:
+    """Trimmed, lower-case (SPEC §3). Not checked for shape here: exports decide what is deliverable."""
+    cleaned = expr.str.strip_chars().str.to_lowercase()
+    return pl.when(cleaned.str.len_chars() > 0).then(cleaned)
+
+
+def normalize_phone(expr: pl.Expr) -> pl.Expr:
+    """Digits with the country code: '+1 (234) 567-890' → '1234567890'; a leading international 00 is dropped."""
+    digits = expr.str.replace_all(r"\D", "").str.replace(r"^00", "")
+    return pl.when(digits.str.len_chars() >= 6).then(digits)
+
+
+def items_struct(items: pl.DataFrame, mapping: dict[str, pl.Expr]) -> pl.DataFrame:
+    """Items as one list-of-struct column per record (`rid`, `items`), in line order."""
+    from pipelines.schemas import ITEM_STRUCT
+
+    if items.height == 0:
+        return pl.DataFrame(schema={"rid": pl.Int64, "items": pl.List(ITEM_STRUCT)})
+    exprs = []
+    for name, dtype in ITEM_STRUCT.to_schema().items():
+        expr = mapping.get(name, pl.lit(None))
+        exprs.append(expr.cast(dtype).alias(name))
+    return (
+        items.sort("rid", "line_number")
+        .select("rid", pl.struct(exprs).alias("item"))
+        .group_by("rid", maintain_order=True)
+        .agg(pl.col("item").alias("items"))
+    )
+
+
+def line_amount(quantity: str = "quantity", price: str = "unit_price") -> pl.Expr:
+    return (pl.col(price).cast(MONEY) * pl.col(quantity).cast(pl.Int64)).cast(MONEY)

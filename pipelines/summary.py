@@ -1,0 +1,83 @@
+"""The summary `loyalty run` prints: what this run read, what it kept, what the warehouse now holds."""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines import warehouse
+from pipelines.orchestration import RunOutcome
+from pipelines.rules import Rules
+from pipelines.settings import Settings
+
+
+def _rows(con, sql: str, params: list | None = None) -> list[tuple]:
+    return con.execute(sql, params or []).fetchall()
+
+
+def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=sys.stdout) -> None:
+    def say(line: str = "") -> None:
+        print(line, file=out)
+
+    say(f"loyalty run {outcome.run_id[:8]}  as of {settings.as_of}  raw {settings.raw_dir}")
+    say(f"warehouse {settings.warehouse}")
+    if not settings.warehouse.exists():
+        say("no warehouse was written")
+    else:
+        with warehouse.connect(settings.warehouse, read_only=True) as con:
+            tables = {r[0] for r in _rows(con, "select table_name from information_schema.tables where table_schema='core'")}
+            if "ingest_files" in tables:
+                files = _rows(
+                    con,
+                    """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
+                              coalesce(sum(records_quarantined), 0), count(*) filter (where error is not null)
+                       from core.ingest_files where first_ingested_at = (
+                           select max(first_ingested_at) from core.ingest_files)
+                         and first_ingested_at >= (select coalesce(max(ingested_at), '1970-01-01')
+                                                   from core.order_events where run_id = ?)""",
+                    [outcome.run_id],
+                )[0]
+                this_run = _rows(
+                    con,
+                    """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
+                              coalesce(sum(records_quarantined), 0)
+                       from core.ingest_files f
+                       where exists (select 1 from core.order_events e where e.run_id = ? and e.source_file = f.path
+                                     and e.file_sha256 = f.sha256)
+                          or exists (select 1 from core.quarantine q where q.run_id = ? and q.source_file = f.path
+                                     and q.file_sha256 = f.sha256)""",
+                    [outcome.run_id, outcome.run_id],
+                )[0]
+                del files
+                say()
+                say(f"this run     {this_run[0]} file(s) ingested: {this_run[1]} records read, "
+                    f"{this_run[2]} accepted, {this_run[3]} quarantined")
+                total = _rows(con, """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
+                                             coalesce(sum(records_quarantined), 0),
+                                             count(*) filter (where error is not null)
+                                      from core.ingest_files""")[0]
+                say(f"all runs     {total[0]} file(s) seen: {total[1]} records read, {total[2]} accepted, "
+                    f"{total[3]} quarantined, {total[4]} file(s) not ingested (unreadable or duplicate)")
+                reasons = _rows(con, "select reason_code, count(*) from core.quarantine group by 1 order by 2 desc, 1")
+                if reasons:
+                    say("quarantine   " + ", ".join(f"{code} {n}" for code, n in reasons))
+                unreadable = _rows(
+                    con, "select path, error from core.ingest_files where error is not null and records_read = 0 "
+                         "and error not like 'same content%' order by path")
+                for path, error in unreadable:
+                    say(f"  unreadable {path}: {error}")
+            if "orders" in tables:
+                statuses = _rows(con, "select status, count(*) from core.orders group by 1 order by 1")
+                n_orders = sum(n for _, n in statuses)
+                say(f"orders       {n_orders}: " + ", ".join(f"{s} {n}" for s, n in statuses))
+                customers = _rows(con, "select count(*), count(*) filter (where len(sources) > 1) from core.customers")[0]
+                say(f"customers    {customers[0]} ({customers[1]} seen in more than one source)")
+    say()
+    if outcome.success:
+        say("status       ok")
+    else:
+        for check in outcome.failed_checks:
+            say(f"FAILED check {check}")
+        for error in outcome.errors:
+            say(f"FAILED step  {error}")
+        if not outcome.failed_checks and not outcome.errors:
+            say("FAILED       the run did not complete")

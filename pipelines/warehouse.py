@@ -1,0 +1,89 @@
+"""The DuckDB warehouse: the one place that reads and writes `core` tables.
+
+DuckDB allows one writer per file, so a run holds one connection for its writes. Every write of a run step
+happens inside one transaction: a killed or failed step leaves the previous tables as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipelines.schemas import (
+    CUSTOMER_COLUMNS,
+    EVENT_COLUMNS,
+    INGEST_FILE_COLUMNS,
+    ORDER_COLUMNS,
+    ORDER_ITEM_COLUMNS,
+    QUARANTINE_COLUMNS,
+    empty_frame,
+)
+
+CORE_TABLES: dict[str, dict[str, pl.DataType]] = {
+    "order_events": EVENT_COLUMNS,
+    "quarantine": QUARANTINE_COLUMNS,
+    "ingest_files": INGEST_FILE_COLUMNS,
+    "orders": ORDER_COLUMNS,
+    "order_items": ORDER_ITEM_COLUMNS,
+    "customers": CUSTOMER_COLUMNS,
+}
+
+
+@contextmanager
+def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_core(con: duckdb.DuckDBPyConnection) -> None:
+    """Create schema `core` and any missing table, typed from the canonical column definitions."""
+    con.execute("create schema if not exists core")
+    existing = {
+        row[0]
+        for row in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'core'"
+        ).fetchall()
+    }
+    for table, columns in CORE_TABLES.items():
+        if table not in existing:
+            frame = empty_frame(columns)  # noqa: F841 (read by DuckDB)
+            con.execute(f"create table core.{table} as select * from frame")
+
+
+def read_table(con: duckdb.DuckDBPyConnection, table: str, where: str = "") -> pl.DataFrame:
+    query = f"select * from core.{table}" + (f" where {where}" if where else "")
+    return con.sql(query).pl()
+
+
+def append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    if frame.height:
+        columns = ", ".join(f'"{c}"' for c in CORE_TABLES[table])
+        con.execute(f"insert into core.{table} ({columns}) select {columns} from frame")
+
+
+def replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Swap a derived table's content (call inside a transaction)."""
+    con.execute(f"create or replace table core.{table} as select * from frame")
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    else:
+        con.execute("commit")

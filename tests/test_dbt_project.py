@@ -1,0 +1,301 @@
+"""The dbt project builds (models and data tests) against a warehouse shaped like the Python side writes it.
+
+The `core` tables are made from the canonical column lists of `pipelines.schemas`, so a column renamed there
+and not in the staging views fails here, not in a scheduled run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines.schemas import (
+    CUSTOMER_COLUMNS,
+    EVENT_COLUMNS,
+    INGEST_FILE_COLUMNS,
+    ORDER_COLUMNS,
+    ORDER_ITEM_COLUMNS,
+    QUARANTINE_COLUMNS,
+    conform,
+)
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+PII_COLUMNS = {
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "document_hash",
+    "source_customer_id",
+    "raw_record",
+}
+
+BREVO_FILE = "brevo/2024/orders.ndjson"
+ESPUTNIK_FILE = "esputnik/batch.json"
+
+
+def _core_tables() -> dict[str, pl.DataFrame]:
+    """Two or three rows per core table, consistent with each other (keys, files, customers)."""
+    orders = pl.DataFrame(
+        [
+            {
+                "order_id": "brevo:1001",
+                "customer_id": "c-ana",
+                "source": "brevo",
+                "source_order_id": "1001",
+                "status": "delivered",
+                "source_status": "Delivered",
+                "placed_at": datetime(2024, 3, 1, 10, 0),
+                "delivered_at": datetime(2024, 3, 4, 9, 30),
+                "currency": "USD",
+                "net_amount": Decimal("120.00"),
+                "net_amount_reporting": Decimal("120.00"),
+                "is_subscription": False,
+                "source_file": BREVO_FILE,
+            },
+            {
+                "order_id": "bonifiq:A-7",
+                "customer_id": "c-bia",
+                "source": "bonifiq",
+                "source_order_id": "A-7",
+                "status": "cancelled",
+                "source_status": "Cancelado",
+                "placed_at": datetime(2024, 3, 2, 12, 0),
+                "cancelled_at": datetime(2024, 3, 5, 8, 0),
+                "currency": "BRL",
+                "net_amount": Decimal("120.00"),
+                "net_amount_reporting": Decimal("21.60"),
+                "coupon_code": "LOYAL10",
+                "source_file": "bonifiq/orders.json",
+            },
+            {
+                "order_id": "esputnik:E-9",
+                "customer_id": "c-ana",
+                "source": "esputnik",
+                "source_order_id": "E-9",
+                "status": "abandoned",
+                "source_status": "ABANDONED_SHOPPING_CART",
+                "placed_at": datetime(2024, 3, 3, 18, 15),
+                "currency": "USD",
+                "net_amount": Decimal("35.50"),
+                "net_amount_reporting": Decimal("35.50"),
+                "source_file": ESPUTNIK_FILE,
+            },
+        ]
+    )
+    order_items = pl.DataFrame(
+        [
+            {
+                "order_id": "brevo:1001",
+                "line_number": 1,
+                "product_id": "P1",
+                "name": "Tote",
+                "categories": ["Eco-Friendly"],
+                "quantity": 2,
+                "unit_price": Decimal("40.00"),
+                "line_amount": Decimal("80.00"),
+            },
+            {
+                "order_id": "brevo:1001",
+                "line_number": 2,
+                "product_id": "P2",
+                "name": "Watch",
+                "categories": ["Luxury", "Accessories"],
+                "quantity": 1,
+                "unit_price": Decimal("40.00"),
+                "line_amount": Decimal("40.00"),
+            },
+        ]
+    )
+    order_events = pl.DataFrame(
+        [
+            {
+                "event_id": "e1",
+                "record_kind": "order",
+                "order_id": "brevo:1001",
+                "source": "brevo",
+                "source_order_id": "1001",
+                "status": "pending",
+                "currency": "USD",
+                "email": "ana@example.com",
+                "record_locator": "line 1",
+                "record_index": 0,
+                "source_file": BREVO_FILE,
+                "ingested_at": datetime(2024, 3, 6),
+            },
+            {
+                "event_id": "e2",
+                "record_kind": "update",
+                "order_id": "brevo:1001",
+                "source": "brevo",
+                "source_order_id": "1001",
+                "status": "delivered",
+                "delivered_at": datetime(2024, 3, 4, 9, 30),
+                "record_locator": "line 2",
+                "record_index": 1,
+                "source_file": BREVO_FILE,
+                "ingested_at": datetime(2024, 3, 6),
+            },
+        ]
+    )
+    customers = pl.DataFrame(
+        [
+            {
+                "customer_id": "c-ana",
+                "email": "ana@example.com",
+                "first_seen_at": datetime(2024, 3, 1, 10, 0),
+                "sources": ["brevo", "esputnik"],
+                "source_customer_ids": ["brevo:77"],
+            },
+            {
+                "customer_id": "c-bia",
+                "document_hash": "9f2c",
+                "first_seen_at": datetime(2024, 3, 2, 12, 0),
+                "sources": ["bonifiq"],
+                "source_customer_ids": [],
+            },
+        ]
+    )
+    quarantine = pl.DataFrame(
+        [
+            {
+                "source": "esputnik",
+                "source_file": ESPUTNIK_FILE,
+                "record_locator": "orders[1]",
+                "reason_code": "missing_contact",
+                "reason": "neither email nor phone",
+                "raw_record": '{"externalOrderId": "E-10"}',
+                "ingested_at": datetime(2024, 3, 6),
+                "run_id": "run-1",
+            },
+            {
+                "source": "brevo",
+                "source_file": BREVO_FILE,
+                "record_locator": "line 3",
+                "reason_code": "malformed_json",
+                "reason": "unterminated string",
+                "raw_record": '{"id": "10',
+                "ingested_at": datetime(2024, 3, 6),
+                "run_id": "run-1",
+            },
+        ]
+    )
+    ingest_files = pl.DataFrame(
+        [
+            {
+                "path": BREVO_FILE,
+                "source": "brevo",
+                "sha256": "a" * 64,
+                "records_read": 3,
+                "records_accepted": 2,
+                "records_quarantined": 1,
+                "first_ingested_at": datetime(2024, 3, 6),
+                "last_ingested_at": datetime(2024, 3, 6),
+            },
+            {
+                "path": ESPUTNIK_FILE,
+                "source": "esputnik",
+                "sha256": "b" * 64,
+                "records_read": 2,
+                "records_accepted": 1,
+                "records_quarantined": 1,
+                "first_ingested_at": datetime(2024, 3, 6),
+                "last_ingested_at": datetime(2024, 3, 6),
+            },
+        ]
+    )
+    return {
+        "orders": conform(orders, ORDER_COLUMNS),
+        "order_items": conform(order_items, ORDER_ITEM_COLUMNS),
+        "order_events": conform(order_events, EVENT_COLUMNS),
+        "customers": conform(customers, CUSTOMER_COLUMNS),
+        "quarantine": conform(quarantine, QUARANTINE_COLUMNS),
+        "ingest_files": conform(ingest_files, INGEST_FILE_COLUMNS),
+    }
+
+
+@pytest.fixture(scope="module")
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A warehouse with the core tables, after one `dbt build`; returns its path and dbt's node results."""
+    tmp_path = tmp_path_factory.mktemp("dbt")
+    warehouse = tmp_path / "loyalty.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema core")
+        for name, frame in _core_tables().items():
+            con.register("frame", frame.to_arrow())
+            con.execute(f"create table core.{name} as select * from frame")
+            con.unregister("frame")
+
+    # A subprocess, as dagster-dbt runs it: in-process dbtRunner leaves dbt-duckdb's read-write handle on
+    # the file open, and this process could then not open it read-only.
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "dbt.cli.main", "build",
+            "--project-dir", str(DBT_PROJECT_DIR),
+            "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(tmp_path / "target"),
+            "--log-path", str(tmp_path / "logs"),
+            "--no-partial-parse",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    not_passed = [
+        (r["unique_id"], r["status"]) for r in run_results if r["status"] not in ("success", "pass")
+    ]
+    assert not_passed == []
+    return warehouse, run_results
+
+
+def test_build_creates_one_staging_view_per_core_table(built_warehouse: tuple[Path, list[dict]]) -> None:
+    warehouse, run_results = built_warehouse
+    models = {r["unique_id"] for r in run_results if r["unique_id"].startswith("model.")}
+    assert models == {
+        f"model.loyalty.stg_core__{name}"
+        for name in ("orders", "order_items", "order_events", "customers", "quarantine", "ingest_files")
+    }
+    assert any(r["unique_id"].startswith("test.") for r in run_results), "the data tests ran"
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        views = con.execute(
+            "select table_name from information_schema.tables"
+            " where table_schema = 'staging' and table_type = 'VIEW'"
+        ).fetchall()
+        rows = con.execute(
+            "select order_id, status, net_amount_reporting, placed_at"
+            " from staging.stg_core__orders order by order_id"
+        ).fetchall()
+    assert {name for (name,) in views} == {model.removeprefix("model.loyalty.") for model in models}
+    assert rows == [
+        ("bonifiq:A-7", "cancelled", Decimal("21.60"), datetime(2024, 3, 2, 12, 0)),
+        ("brevo:1001", "delivered", Decimal("120.00"), datetime(2024, 3, 1, 10, 0)),
+        ("esputnik:E-9", "abandoned", Decimal("35.50"), datetime(2024, 3, 3, 18, 15)),
+    ]
+
+
+def test_staging_exposes_no_pii(built_warehouse: tuple[Path, list[dict]]) -> None:
+    warehouse, _ = built_warehouse
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        columns = con.execute(
+            "select table_name, column_name from information_schema.columns where table_schema = 'staging'"
+        ).fetchall()
+        customers = con.execute(
+            "select customer_id, has_email, has_document"
+            " from staging.stg_core__customers order by customer_id"
+        ).fetchall()
+    assert [(table, column) for table, column in columns if column in PII_COLUMNS] == []
+    assert customers == [("c-ana", True, False), ("c-bia", False, True)]
