@@ -215,8 +215,9 @@ def _finish_events(
             events, pl.when(pl.col("document_plain").str.len_chars() > 0).then(pl.lit(salt) + pl.col("document_plain")),
             "document_hash", prefix="d_", length=32,
         )
-    OrderEvents.validate(conform(events, EVENT_COLUMNS), lazy=True)
-    return events.select("rid", *EVENT_COLUMNS)
+    events = conform(events, {"rid": pl.Int64, **EVENT_COLUMNS})
+    OrderEvents.validate(events, lazy=True)
+    return events
 
 
 def _finish_quarantine(frames: list[pl.DataFrame], run_id: str, ingested_at: datetime) -> pl.DataFrame:

@@ -7,6 +7,8 @@
   word for the status the order ends in.
 - `placed_at` is the first placement time seen: an eSputnik re-send's `date` is the time of its new status.
 - Items come from the latest record that carried an item list.
+- A re-sent identical record (same content, whatever file it came in) is applied once: it stays in
+  `core.order_events` as the record of its arrival, but changes no order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pipelines.rules import Rules
 from pipelines.schemas import MONEY, ORDER_COLUMNS, ORDER_FIELDS, ORDER_ITEM_COLUMNS, STATUS_RANK, conform
 
 _FIRST_WINS = {"placed_at"}
+# Where a record came from, not what it says: ignored when telling whether two records are the same.
+PROVENANCE = ["event_id", "source_file", "record_locator", "record_index", "file_sha256", "run_id", "ingested_at"]
 _SPECIAL = {"order_id", "status", "source_status", "source_file"} | _FIRST_WINS
 
 
@@ -29,7 +33,8 @@ def processing_order(events: pl.DataFrame | pl.LazyFrame):
 
 def merge_orders(events: pl.DataFrame, rules: Rules) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(orders, order_items) from every accepted event; `customer_id` is added by identity resolution."""
-    ordered = processing_order(events.lazy()).with_columns(
+    content = [c for c in events.columns if c not in PROVENANCE]
+    ordered = processing_order(events.lazy()).filter(pl.struct(content).is_first_distinct()).with_columns(
         pl.col("status").replace_strict(STATUS_RANK, default=None, return_dtype=pl.Int8).alias("status_rank")
     )
     patched = [

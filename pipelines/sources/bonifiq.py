@@ -202,7 +202,9 @@ def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
         pl.coalesce(_metadata("channel"), pl.when(pl.col("branch").is_not_null()).then(pl.lit("store"))).alias("channel"),
         pl.col("sales_person"),
         pl.coalesce("last_update", "cancelled", "completed", "placed").alias("updated_at"),
-        pl.coalesce(normalize_email(pl.col("customer_email")), normalize_email(owner)).alias("email"),
+        pl.coalesce(normalize_email(pl.col("customer_email")), normalize_email(pl.when(owner_is_email).then(owner))).alias(
+            "email"
+        ),
         normalize_phone(pl.col("customer_phone")).alias("phone"),
         name.str.split(" ").list.first().alias("first_name"),
         pl.when(name.str.contains(" ")).then(name.str.replace(r"^\S+\s+", "")).alias("last_name"),
