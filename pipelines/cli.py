@@ -98,7 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with usage on a malformed option
     handlers = {"run": _cmd_run, "generate": _cmd_generate}

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def read_text(file: RawFile) -> str:
         data = file.path.read_bytes()
         if file.gzipped:
             data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise UnreadableFile(f"cannot read {file.rel_path}: {exc}") from exc
     try:
         text = data.decode("utf-8")
@@ -179,7 +180,9 @@ def _objects_only(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _split_lines(file: RawFile, text: str) -> pl.DataFrame:
-    lines = text.splitlines()
+    # Records end at '\n' (or '\r\n') only: str.splitlines would also split at U+2028, U+0085, ..., which
+    # JSON allows raw inside strings.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     return _frame(
         file,
@@ -284,14 +287,16 @@ def _split_json(file: RawFile, text: str) -> pl.DataFrame:
 
 
 def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # The reader and the raw texts share one split into physical lines ('\n', '\r\n' or '\r', as the csv
+    # module sees them): str.splitlines would also split at U+2028, U+0085, ... inside fields.
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
         return _frame(file, [], [], [], [])
     except csv.Error as exc:
         raise UnreadableFile(f"{file.rel_path}: CSV header does not parse: {exc}") from exc
-    lines = text.splitlines(keepends=True)
     locators: list[str] = []
     raws: list[str] = []
     rows: list[list[str] | None] = []
@@ -355,11 +360,21 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
             node = child
         node[parts[-1]] = j
 
+    def leaves(node: dict) -> list[str]:
+        return [f"nullif(c{v}, '')" for v in node.values() if not isinstance(v, dict)] + [
+            leaf for v in node.values() if isinstance(v, dict) for leaf in leaves(v)
+        ]
+
     def render(node: dict) -> str:
         members = []
         for key, value in node.items():
             if isinstance(value, dict):
-                members.append(f"{_sql_string(key)}, {render(value)}")
+                # a nested object whose cells are all empty is absent, not `{}` (an empty `financial` or
+                # `billing` would otherwise make a status update look like a full order)
+                members.append(
+                    f"{_sql_string(key)}, case when coalesce({', '.join(leaves(value))}) is null then null "
+                    f"else {render(value)} end"
+                )
             elif key == item_column:
                 col = f"nullif(c{value}, '')"
                 members.append(

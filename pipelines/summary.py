@@ -14,7 +14,8 @@ def _rows(con, sql: str, params: list | None = None) -> list[tuple]:
     return con.execute(sql, params or []).fetchall()
 
 
-def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=sys.stdout) -> None:
+def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=None) -> None:
+    out = out or sys.stdout
     def say(line: str = "") -> None:
         print(line, file=out)
 

@@ -28,7 +28,7 @@ CUSTOMERS = dg.AssetKey(["core", "customers"])
 def raw_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     """Raw order exports parsed and validated: accepted records, quarantine, file ledger."""
     resolved = settings.resolved()
-    report = runs.ingest(resolved, settings.load_rules(), run_id=context.run_id)
+    report = runs.ingest(resolved, settings.load_rules(), run_id=context.run.run_id)
     for message in report.files_unreadable + report.warnings:
         context.log.warning(message)
     context.log.info(
