@@ -44,7 +44,7 @@ class ParseResult:
 def _quarantine_rows(records: pl.DataFrame, code: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
     return records.select(
         "rid", "source", "source_file", "record_locator", "record_index", "file_sha256",
-        code.alias("reason_code"), reason.alias("reason"), "raw_record",
+        code.alias("reason_code"), reason.alias("reason"), "raw_record", pl.col("json_text").alias("record_json"),
     )
 
 
@@ -116,7 +116,7 @@ def parse_files(
         record_frames.append(
             retry.select(
                 "source", "source_file", "record_locator", "record_index", "raw_record",
-                pl.col("raw_record").alias("json_text"), pl.lit(None, pl.String).alias("parse_error"),
+                pl.col("record_json").alias("json_text"), pl.lit(None, pl.String).alias("parse_error"),
                 pl.lit(-1, pl.Int32).alias("file_order"), "file_sha256",
             )
         )

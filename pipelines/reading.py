@@ -203,39 +203,45 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int]], int | None]:
+def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int]], int | None, int | None]:
     """Spans of the elements of the JSON array whose '[' is at `start`, verbatim.
 
-    Returns the spans parsed and, when the array breaks off (truncated or malformed), the offset where the
-    unparseable rest begins, so that rest can be quarantined whole instead of lost.
+    Returns the spans parsed; when the array breaks off (truncated or malformed), the offset where the
+    unparseable rest begins, so that rest can be quarantined whole instead of lost; else the offset just
+    after its closing ']'.
     """
     spans: list[tuple[int, int]] = []
     pos = _skip_ws(text, start + 1)
     if pos < len(text) and text[pos] == "]":
-        return spans, None
+        return spans, None, pos + 1
     while True:
         try:
             _, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError:
-            return spans, pos
+            return spans, pos, None
         spans.append((pos, end))
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
             continue
         if pos < len(text) and text[pos] == "]":
-            return spans, None
-        return spans, pos
+            return spans, None, pos + 1
+        return spans, pos, None
 
 
-def _envelope_array(text: str, start: int) -> int | None:
-    """Offset of the '[' of the `orders` member when the object at `start` is an {"orders": [...]} envelope."""
+def _envelope_array(text: str, start: int) -> tuple[int | None, int | None]:
+    """Offset of the '[' of the `orders` member when the object at `start` is an {"orders": [...]} envelope,
+    and the offset just after the envelope when it parses whole (None when it is truncated or malformed)."""
     try:
-        value = json.loads(text[start:])
+        value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError:
-        value = None
+        value, end = None, None
     if value is not None and not (isinstance(value, dict) and isinstance(value.get("orders"), list)):
-        return None
+        return None, None
+    return _orders_member(text, start), end
+
+
+def _orders_member(text: str, start: int) -> int | None:
     # Walk the top-level members to find where the `orders` array starts in the text.
     pos = _skip_ws(text, start + 1)
     while pos < len(text) and text[pos] == '"':
@@ -263,15 +269,17 @@ def _split_json(file: RawFile, text: str) -> pl.DataFrame:
     start = _skip_ws(text, 0)
     if start >= len(text):
         return _frame(file, [], [], [], [])
-    array_at = None
+    array_at = doc_end = None
     if text[start] == "[":
         array_at = start
     elif text[start] == "{":
-        array_at = _envelope_array(text, start)
+        array_at, doc_end = _envelope_array(text, start)
     if array_at is None:
         # a single order object (or something unparseable: one record, quarantined whole)
         return _frame(file, ["object"], [text], [text.strip()], [None])
-    spans, broken_at = _array_elements(text, array_at)
+    spans, broken_at, array_end = _array_elements(text, array_at)
+    if array_at == start:
+        doc_end = array_end
     locators = [f"index {i}" for i in range(len(spans))]
     raws = [text[a:b] for a, b in spans]
     jsons: list[str | None] = list(raws)
@@ -283,6 +291,12 @@ def _split_json(file: RawFile, text: str) -> pl.DataFrame:
             raws.append(rest)
             jsons.append(None)
             errors.append("the JSON array breaks off here; the rest of the file does not parse")
+    elif doc_end is not None and _skip_ws(text, doc_end) < len(text):
+        # more text after the array / envelope (e.g. two exports appended): quarantined whole, never dropped
+        locators.append("after the JSON document")
+        raws.append(text[_skip_ws(text, doc_end):])
+        jsons.append(None)
+        errors.append("text after the end of the JSON document")
     return _frame(file, locators, raws, jsons, errors)
 
 
@@ -336,7 +350,7 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
         jsons[i] = value
     for i in range(len(raws)):
         if jsons[i] is None and errors[i] is None:
-            errors[i] = "the item list column is not valid JSON"
+            errors[i] = f"the item list column {ITEM_COLUMNS[file.source]} is not valid JSON"
     return _frame(file, locators, raws, jsons, errors)
 
 
@@ -347,7 +361,8 @@ def _sql_string(value: str) -> str:
 def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> list[str | None]:
     """Rebuild nested JSON objects from CSV cells: dotted names nest, the item column is parsed JSON.
 
-    Empty cells are absent fields. Values stay strings: extraction casts them and flags bad types.
+    Empty cells are absent fields (JSON null; a nested object with no cell filled is null as a whole), which
+    extraction reads as absent. Values stay strings: extraction casts them and flags bad types.
     """
     tree: dict = {}
     for j, name in enumerate(header):
@@ -393,7 +408,7 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
     bad_items = " or ".join(item_checks) or "false"
     with duckdb.connect() as con:
         rendered = con.sql(
-            f"select case when {bad_items} then null else json_strip_nulls({render(tree)})::varchar end "
+            f"select case when {bad_items} then null else ({render(tree)})::varchar end "
             f"as j from cells"
         ).fetchall()
     return [row[0] for row in rendered]

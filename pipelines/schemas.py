@@ -168,6 +168,7 @@ QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
     "reason_code": pl.String,
     "reason": pl.String,
     "raw_record": pl.String,
+    "record_json": pl.String,  # the record as one JSON object (CSV rows rebuilt), null when it did not parse
     "ingested_at": TS,
     "run_id": pl.String,
 }

@@ -18,8 +18,11 @@ from pipelines.sources.common import (
     currency_rule,
     items_rule,
     items_struct,
+    labels_of,
     line_amount,
+    line_overflows,
     money_nonnegative,
+    nested_text,
     normalize_email,
     normalize_phone,
     quantity_rule,
@@ -61,6 +64,7 @@ ITEM_FIELDS = [
 ]
 
 _DATES = ["placed", "completed", "cancelled", "last_update"]
+LABELS = labels_of(FIELDS)  # reason texts name fields as the source spells them, e.g. OrderPlacementDate
 
 
 def record_rules(rules: Rules) -> list[Rule]:
@@ -80,8 +84,10 @@ def record_rules(rules: Rules) -> list[Rule]:
             "invalid_type",
             type_rule(["order_total", "is_completed", "is_cancelled"]).ok
             & ~(pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY"))
-            & ~pl.col("item__invalid_type").fill_null(False),
+            & ~pl.col("item__invalid_type").fill_null(False)
+            & ~nested_text(FIELDS)[0],
             pl.coalesce(
+                nested_text(FIELDS)[1],
                 pl.col("item__invalid_type__reason"),
                 pl.when(pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY")).then(
                     pl.lit("Products is not a list")
@@ -92,7 +98,7 @@ def record_rules(rules: Rules) -> list[Rule]:
                 ).reason,
             ),
         ),
-        timestamp_rule(_DATES),
+        timestamp_rule(_DATES, labels=LABELS),
         Rule(
             "missing_contact",
             pl.any_horizontal(
@@ -137,10 +143,14 @@ def item_rules(rules: Rules) -> list[Rule]:
             "invalid_type",
             (pl.col("item__type") == "OBJECT")
             & ~(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
-            & ~(pl.col("price__text").is_not_null() & pl.col("price").is_null()),
+            & ~(pl.col("price__text").is_not_null() & pl.col("price").is_null())
+            & ~line_overflows("quantity", "price"),
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
-            .when(pl.col("quantity").is_null())
+            .when(line_overflows("quantity", "price"))
+            .then(pl.format("Price {} × Quantity {} is too large for an amount",
+                            pl.col("price"), pl.col("quantity__text")))
+            .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("Quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("Price {} is not a number", pl.col("price__text"))),
         ),

@@ -17,8 +17,11 @@ from pipelines.sources.common import (
     SourceSpec,
     currency_rule,
     items_rule,
+    labels_of,
     line_amount,
+    line_overflows,
     money_nonnegative,
+    nested_text,
     quantity_rule,
     required_rule,
     status_rule,
@@ -103,6 +106,7 @@ ITEM_FIELDS = [
     Field("multiplier", "$.loyaltyMultiplier", "float"),
 ]
 
+LABELS = labels_of(FIELDS)  # reason texts name fields as the source spells them, e.g. financial.subtotal
 _FULL_ORDER_MARKERS = ["email", "date__text", "financial", "revenue__text", "billing", "customer_id"]
 _MONEY = ["shipping_cost", "subtotal", "fin_shipping", "tax", "discount", "total", "revenue", "coupon_discount"]
 _TYPED = [f.name for f in FIELDS if f.kind not in ("str", "json", "list_str")]
@@ -130,7 +134,7 @@ def net_amount() -> pl.Expr:
         .when(pl.col("item_count") > 0)
         .then(_items_sum())
         .otherwise(pl.col("revenue") - pl.col("shipping_cost").fill_null(0))
-        .cast(MONEY)
+        .cast(MONEY, strict=False)
     )
 
 
@@ -153,30 +157,36 @@ def record_rules(rules: Rules) -> list[Rule]:
                 pl.any_horizontal([pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null() for n in _TYPED if n not in ("date", "updated", "delivery_date", "fulfillment_date")])
                 | (pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY"))
                 | pl.col("item__invalid_type").fill_null(False)
+                | nested_text(FIELDS)[0]
             ),
             pl.coalesce(
+                nested_text(FIELDS)[1],
                 pl.col("item__invalid_type__reason"),
                 pl.when(pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY")).then(
                     pl.lit("products is not a list")
                 ),
-                type_rule([n for n in _TYPED if n not in ("date", "updated", "delivery_date", "fulfillment_date")]).reason,
+                type_rule(
+                    [n for n in _TYPED if n not in ("date", "updated", "delivery_date", "fulfillment_date")], LABELS
+                ).reason,
             ),
         ),
         timestamp_rule(["date", "updated", "delivery_date", "fulfillment_date"],
-                       offset_required=["date", "updated", "delivery_date", "fulfillment_date"]),
+                       offset_required=["date", "updated", "delivery_date", "fulfillment_date"],
+                       labels=LABELS),
         Rule(
             "missing_contact",
             ~full | pl.col("email").is_not_null(),
-            pl.lit("full order without an e-mail"),
+            pl.lit("full order without an email: the buyer cannot be reached"),
         ),
         status_rule(list(STATUS_MAP)),
         Rule(
             "negative_amount",
             money_nonnegative(_MONEY).ok & (pl.col("net").fill_null(0) >= 0) & ~pl.col("item__negative_amount").fill_null(False),
+            # the field the source gave below zero first, then an item, then the derived net amount
             pl.coalesce(
+                money_nonnegative(_MONEY, LABELS).reason,
                 pl.col("item__negative_amount__reason"),
                 pl.when(pl.col("net").fill_null(0) < 0).then(pl.format("net amount {} is below zero", pl.col("net"))),
-                money_nonnegative(_MONEY).reason,
             ),
         ),
         items_rule("invalid_quantity", "quantity"),
@@ -192,10 +202,14 @@ def item_rules(rules: Rules) -> list[Rule]:
                 (pl.col("item__type") != "OBJECT")
                 | (pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
                 | (pl.col("price__text").is_not_null() & pl.col("price").is_null())
+                | line_overflows("quantity", "price")
             ),
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
-            .when(pl.col("quantity").is_null())
+            .when(line_overflows("quantity", "price"))
+            .then(pl.format("price {} × quantity {} is too large for an amount",
+                            pl.col("price"), pl.col("quantity__text")))
+            .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("price {} is not a number", pl.col("price__text"))),
         ),
@@ -207,7 +221,8 @@ def item_rules(rules: Rules) -> list[Rule]:
 def prepare(fields: pl.DataFrame, items: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     """Columns the rules need beyond the raw fields: item sums, the net amount, the effective currency."""
     sums = items.group_by("rid").agg(
-        (pl.col("price").fill_null(0) * pl.col("quantity").fill_null(0).cast(pl.Int64)).sum().cast(MONEY).alias("items_sum"),
+        # non-strict casts: an absurd quantity or amount is quarantined by the rules, it must not stop the run
+        line_amount("quantity", "price").sum().cast(MONEY, strict=False).alias("items_sum"),
         pl.len().alias("item_count"),
     )
     out = fields.join(sums, on="rid", how="left").with_columns(pl.col("item_count").fill_null(0))

@@ -72,10 +72,13 @@ def _typed_sql(text: str, kind: Kind) -> str:
 def _field_sql(doc: str, spec: Field) -> list[str]:
     """SQL select items for one field: `<name>` typed, plus `<name>__text` (the text as given) where typed."""
     text = f"nullif(trim(json_extract_string({doc}, {_sql_path(spec.path)})), '')"
-    if spec.kind == "str":
-        return [f"{text} as {spec.name}"]
-    if spec.kind == "json":
-        return [f"json_extract({doc}, {_sql_path(spec.path)})::varchar as {spec.name}"]
+    if spec.kind == "str":  # plus whether an object or list stands where text is due (invalid_type)
+        nested = f"coalesce(json_type({doc}, {_sql_path(spec.path)}) in ('OBJECT', 'ARRAY'), false)"
+        return [f"{text} as {spec.name}", f"{nested} as {spec.name}__nested"]
+    if spec.kind == "json":  # a JSON null is an absent field, not the text 'null'
+        path = _sql_path(spec.path)
+        return [f"case when json_type({doc}, {path}) <> 'NULL' then json_extract({doc}, {path})::varchar end "
+                f"as {spec.name}"]
     if spec.kind == "list_str":
         path = _sql_path(spec.path)
         return [
@@ -100,7 +103,7 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
         fields = con.sql(
             f"""
             select rid,
-              json_type(json_text, {items_path}) as items__type,
+              nullif(json_type(json_text, {items_path}), 'NULL') as items__type,  -- null list = no list
               {record_cols}
             from parsed
             order by rid
@@ -138,12 +141,32 @@ def bad_type(names: Sequence[str]) -> pl.Expr:
     )
 
 
-def first_bad_name(names: Sequence[str], bad: Callable[[str], pl.Expr]) -> pl.Expr:
-    """The name of the first field for which `bad(name)` holds (for reason texts)."""
+def first_bad_name(names: Sequence[str], bad: Callable[[str], pl.Expr],
+                   labels: dict[str, str] | None = None) -> pl.Expr:
+    """The name of the first field for which `bad(name)` holds (for reason texts), as `labels` spell it."""
+    labels = labels or {}
     expr = pl.lit(None, dtype=pl.String)
     for name in reversed(names):
-        expr = pl.when(bad(name)).then(pl.lit(name)).otherwise(expr)
+        expr = pl.when(bad(name)).then(pl.lit(labels.get(name, name))).otherwise(expr)
     return expr
+
+
+def labels_of(fields: Sequence[Field]) -> dict[str, str]:
+    """Field name -> the name the source uses (its JSON path without `$.`), for reason texts."""
+    return {f.name: f.path.removeprefix("$.") for f in fields}
+
+
+def nested_text(fields: Sequence[Field]) -> tuple[pl.Expr, pl.Expr]:
+    """Text fields given as a JSON object or list (e.g. `"email": ["a@x"]`): (any such field, reason)."""
+    names = [f.name for f in fields if f.kind == "str"]
+
+    def bad(n: str) -> pl.Expr:
+        return pl.col(f"{n}__nested")
+
+    return (
+        pl.any_horizontal([bad(n) for n in names]) if names else pl.lit(False),
+        pl.format("{} is an object or a list where text is due", first_bad_name(names, bad, labels_of(fields))),
+    )
 
 
 def type_rule(names: Sequence[str], labels: dict[str, str] | None = None) -> Rule:
@@ -238,15 +261,16 @@ def item_flags(items: pl.DataFrame, name: str, rules: list[Rule]) -> pl.DataFram
         .join(fails, on="index")
         .with_columns(pl.format("item {}: {}", pl.col("line_number"), pl.col("reason")).alias("reason"))
     )
-    per_record = per_item.sort("rid", "line_number").group_by("rid", maintain_order=True).agg(
-        pl.col("reason_code").first(), pl.col("reason").first()
+    # Every code any item of the record fails (not only the first failing item's): the record then takes the
+    # earliest in SPEC order across all its items, e.g. item 2's negative price before item 1's quantity 0.
+    per_code = per_item.sort("rid", "line_number").group_by("rid", "reason_code", maintain_order=True).agg(
+        pl.col("reason").first()
     )
-    codes = sorted(per_record["reason_code"].unique().to_list())
-    return per_record.select(
-        "rid",
-        *[(pl.col("reason_code") == code).alias(f"item__{code}") for code in codes],
+    codes = sorted(per_code["reason_code"].unique().to_list())
+    return per_code.group_by("rid", maintain_order=True).agg(
+        *[(pl.col("reason_code") == code).any().alias(f"item__{code}") for code in codes],
         *[
-            pl.when(pl.col("reason_code") == code).then(pl.col("reason")).alias(f"item__{code}__reason")
+            pl.col("reason").filter(pl.col("reason_code") == code).first().alias(f"item__{code}__reason")
             for code in codes
         ],
     )
@@ -261,33 +285,44 @@ def with_item_flags(fields: pl.DataFrame, flags: pl.DataFrame, codes: Sequence[s
     return joined.with_columns(missing) if missing else joined
 
 
-def money_nonnegative(names: Sequence[str]) -> Rule:
+def money_nonnegative(names: Sequence[str], labels: dict[str, str] | None = None) -> Rule:
     def bad(n: str) -> pl.Expr:
         return pl.col(n) < 0
 
     return Rule(
         "negative_amount",
         ~pl.any_horizontal([bad(n).fill_null(False) for n in names]),
-        pl.format("{} is below zero", first_bad_name(names, lambda n: bad(n).fill_null(False))),
+        pl.format("{} is below zero", first_bad_name(names, lambda n: bad(n).fill_null(False), labels)),
     )
+
+
+# Larger quantities are not a count of goods (and would overflow the integer and money columns downstream).
+MAX_QUANTITY = 2**31 - 1
+
+
+def quantity_ok(quantity: str = "quantity") -> pl.Expr:
+    q = pl.col(quantity)
+    return (q > 0) & (q == q.floor()) & (q <= MAX_QUANTITY)
 
 
 def quantity_rule() -> Rule:
     return Rule(
         "invalid_quantity",
-        pl.col("quantity").is_null() | ((pl.col("quantity") > 0) & (pl.col("quantity") == pl.col("quantity").floor())),
+        pl.col("quantity").is_null() | quantity_ok(),
         pl.format("quantity {} is not a positive integer", pl.col("quantity__text")),
     )
 
 
-def timestamp_rule(names: Sequence[str], *, offset_required: Sequence[str] = ()) -> Rule:
+def timestamp_rule(names: Sequence[str], *, offset_required: Sequence[str] = (),
+                   labels: dict[str, str] | None = None) -> Rule:
     """Dates must parse; those in `offset_required` must also say their UTC offset (or Z)."""
 
     def bad(n: str) -> pl.Expr:
         unparsed = pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null()
         if n in offset_required:
+            # the offset must follow a time of day: a bare date such as 2024-01-25 has none
             no_offset = pl.col(f"{n}__text").is_not_null() & ~pl.col(f"{n}__text").str.contains(
-                r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+                r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
             )
             return unparsed | no_offset
         return unparsed
@@ -297,7 +332,7 @@ def timestamp_rule(names: Sequence[str], *, offset_required: Sequence[str] = ())
         ~pl.any_horizontal([bad(n) for n in names]),
         pl.format(
             "{} is not a valid timestamp{}",
-            first_bad_name(names, bad),
+            first_bad_name(names, bad, labels),
             pl.lit(" with a UTC offset" if offset_required else ""),
         ),
     )
@@ -351,4 +386,16 @@ def items_struct(items: pl.DataFrame, mapping: dict[str, pl.Expr]) -> pl.DataFra
 
 
 def line_amount(quantity: str = "quantity", price: str = "unit_price") -> pl.Expr:
-    return (pl.col(price).cast(MONEY) * pl.col(quantity).cast(pl.Int64)).cast(MONEY)
+    """price × quantity as money; null (never an error that stops the run) when it overflows DECIMAL(18,2)."""
+    return (
+        pl.col(price).cast(MONEY, strict=False) * pl.col(quantity).cast(pl.Int64, strict=False)
+    ).cast(MONEY, strict=False)
+
+
+def line_overflows(quantity: str = "quantity", price: str = "price") -> pl.Expr:
+    """A valid quantity times a price that does not fit DECIMAL(18,2): not a money amount (invalid_type)."""
+    return (
+        pl.col(price).is_not_null()
+        & quantity_ok(quantity).fill_null(False)
+        & line_amount(quantity, price).is_null()
+    )

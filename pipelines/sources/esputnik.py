@@ -16,8 +16,11 @@ from pipelines.sources.common import (
     currency_rule,
     items_rule,
     items_struct,
+    labels_of,
     line_amount,
+    line_overflows,
     money_nonnegative,
+    nested_text,
     normalize_email,
     normalize_phone,
     quantity_rule,
@@ -71,9 +74,12 @@ _ITEM_LABELS = {"quantity__text": "quantity", "cost__text": "cost", "external_it
                 "image_url": "imageUrl"}
 
 
+LABELS = labels_of(FIELDS)  # reason texts name fields as the source spells them, e.g. totalCost
+
+
 def net_amount() -> pl.Expr:
     """totalCost already has the discount taken off: net = totalCost − shipping."""
-    return (pl.col("total_cost") - pl.col("shipping").fill_null(0)).cast(MONEY)
+    return (pl.col("total_cost") - pl.col("shipping").fill_null(0)).cast(MONEY, strict=False)
 
 
 def _required() -> Rule:
@@ -99,14 +105,15 @@ def record_rules(rules: Rules) -> list[Rule]:
             "invalid_type",
             type_rule(["total_cost", "shipping", "discount"]).ok
             & ~(pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY"))
-            & ~pl.col("item__invalid_type").fill_null(False),
+            & ~pl.col("item__invalid_type").fill_null(False)
+            & ~nested_text(FIELDS)[0],
             pl.coalesce(
+                nested_text(FIELDS)[1],
                 pl.col("item__invalid_type__reason"),
                 pl.when(pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY")).then(
                     pl.lit("items is not a list")
                 ),
-                type_rule(["total_cost", "shipping", "discount"],
-                          {"total_cost": "totalCost"}).reason,
+                type_rule(["total_cost", "shipping", "discount"], LABELS).reason,
             ),
         ),
         timestamp_rule(["date"], offset_required=["date"]),
@@ -121,12 +128,13 @@ def record_rules(rules: Rules) -> list[Rule]:
             money_nonnegative(["total_cost", "shipping", "discount"]).ok
             & (pl.col("net").fill_null(0) >= 0)
             & ~pl.col("item__negative_amount").fill_null(False),
+            # the field the source gave below zero first, then an item, then the derived net amount
             pl.coalesce(
+                money_nonnegative(["total_cost", "shipping", "discount"], LABELS).reason,
                 pl.col("item__negative_amount__reason"),
                 pl.when(pl.col("net").fill_null(0) < 0).then(
                     pl.format("net amount (totalCost − shipping) {} is below zero", pl.col("net"))
                 ),
-                money_nonnegative(["total_cost", "shipping", "discount"]).reason,
             ),
         ),
         items_rule("invalid_quantity", "quantity"),
@@ -148,10 +156,14 @@ def item_rules(rules: Rules) -> list[Rule]:
             "invalid_type",
             (pl.col("item__type") == "OBJECT")
             & ~(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
-            & ~(pl.col("cost__text").is_not_null() & pl.col("cost").is_null()),
+            & ~(pl.col("cost__text").is_not_null() & pl.col("cost").is_null())
+            & ~line_overflows("quantity", "cost"),
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
-            .when(pl.col("quantity").is_null())
+            .when(line_overflows("quantity", "cost"))
+            .then(pl.format("cost {} × quantity {} is too large for an amount",
+                            pl.col("cost"), pl.col("quantity__text")))
+            .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("cost {} is not a number", pl.col("cost__text"))),
         ),
