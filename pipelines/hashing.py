@@ -6,14 +6,15 @@ whole columns.
 
 from __future__ import annotations
 
-import duckdb
+
+from pipelines.duck import scratch
 import polars as pl
 
 
 def sha256_column(frame: pl.DataFrame, text: pl.Expr, alias: str, *, prefix: str = "", length: int = 64) -> pl.DataFrame:
     """`frame` with a column `alias` = prefix + first `length` hex digits of sha256(text); null text → null."""
     keyed = frame.with_columns(text.alias("__hash_input"))  # noqa: F841 (read by DuckDB below)
-    with duckdb.connect() as con:
+    with scratch() as con:
         hashed = con.sql(
             "select case when __hash_input is null then null else ? || left(sha256(__hash_input), ?) end as h "
             "from keyed",

@@ -18,7 +18,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
+
+from pipelines.duck import scratch
 import polars as pl
 
 from pipelines.schemas import SOURCES
@@ -157,7 +158,7 @@ def _frame(file: RawFile, locators: list[str], raws: list[str], jsons: list[str 
 
 def _objects_only(frame: pl.DataFrame) -> pl.DataFrame:
     """Mark records whose text is not one JSON object as unparseable (DuckDB validates whole columns)."""
-    with duckdb.connect() as con:
+    with scratch() as con:
         checked = con.sql(
             """
             select * replace (
@@ -406,7 +407,7 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
         if name.strip() == item_column
     ]
     bad_items = " or ".join(item_checks) or "false"
-    with duckdb.connect() as con:
+    with scratch() as con:
         rendered = con.sql(
             f"select case when {bad_items} then null else ({render(tree)})::varchar end "
             f"as j from cells"

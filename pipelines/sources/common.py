@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import duckdb
+
+from pipelines.duck import scratch
 import pandera.polars as pa
 import polars as pl
 
@@ -97,7 +98,7 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
     record_cols = ",\n  ".join(s for f in spec.fields for s in _field_sql("json_text", f))
     items_path = _sql_path(spec.items_path)
     item_cols = ",\n  ".join(s for f in spec.item_fields for s in _field_sql("item", f))
-    with duckdb.connect() as con:
+    with scratch() as con:
         con.execute("set TimeZone = 'UTC'")
         parsed = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")  # noqa: F841
         fields = con.sql(
