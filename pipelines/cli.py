@@ -87,7 +87,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.generate import generate
 
     out = Path(args.out)
-    summary = generate(out, orders=args.orders, customers=args.customers, seed=args.seed)
+    try:
+        summary = generate(out, orders=args.orders, customers=args.customers, seed=args.seed)
+    except FileExistsError as exc:
+        raise UsageError(f"{exc} (choose an empty --out directory)") from exc
     total = sum(summary.records_per_source.values())
     print(f"wrote {len(summary.files)} files, {total} records for {args.orders} orders into {out}")
     for source, count in sorted(summary.records_per_source.items()):

@@ -14,7 +14,7 @@ from types import ModuleType
 import polars as pl
 
 from pipelines import hashing
-from pipelines.reading import RECORD_COLUMNS, RawFile, UnreadableFile, read_records
+from pipelines.reading import RECORD_COLUMNS, RawFile, UnreadableFile, check_objects, read_records
 from pipelines.rules import Rules
 from pipelines.schemas import (
     EVENT_COLUMNS,
@@ -103,7 +103,7 @@ def parse_files(
             "file_order": order,
         }
         try:
-            frame = read_records(file)
+            frame = read_records(file, check=False)
         except UnreadableFile as exc:
             row["error"] = str(exc)
             errors.append(str(exc))
@@ -124,6 +124,8 @@ def parse_files(
     records = pl.concat([f.select(list(schema)).cast(schema) for f in record_frames], how="vertical") \
         if record_frames else pl.DataFrame(schema=schema)
     records = records.with_row_index("rid").with_columns(pl.col("rid").cast(pl.Int64))
+    if records.height:
+        records = check_objects(records, order_by="rid")
 
     event_frames, quarantine_frames = [], []
     for source, module in SOURCE_MODULES.items():

@@ -156,11 +156,14 @@ def _frame(file: RawFile, locators: list[str], raws: list[str], jsons: list[str 
     )
 
 
-def _objects_only(frame: pl.DataFrame) -> pl.DataFrame:
-    """Mark records whose text is not one JSON object as unparseable (DuckDB validates whole columns)."""
+def check_objects(frame: pl.DataFrame, order_by: str = "record_index") -> pl.DataFrame:
+    """Mark records whose text is not one JSON object as unparseable (DuckDB validates whole columns).
+
+    Run it once over the records of many files (ordered by `order_by`): its cost is per call, not per record.
+    """
     with scratch() as con:
         checked = con.sql(
-            """
+            f"""
             select * replace (
                 case when json_text is null then null
                      when not json_valid(json_text) then null
@@ -174,7 +177,7 @@ def _objects_only(frame: pl.DataFrame) -> pl.DataFrame:
                      else null end as parse_error
             )
             from frame
-            order by record_index
+            order by {order_by}
             """
         ).pl()
     return checked
@@ -415,8 +418,11 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
     return [row[0] for row in rendered]
 
 
-def read_records(file: RawFile) -> pl.DataFrame:
-    """Split one raw file into records; raises UnreadableFile when the file as a whole cannot be read."""
+def read_records(file: RawFile, *, check: bool = True) -> pl.DataFrame:
+    """Split one raw file into records; raises UnreadableFile when the file as a whole cannot be read.
+
+    With `check=False` the JSON texts are not yet validated: the caller runs `check_objects` over many files.
+    """
     text = read_text(file)
     if file.kind in ("ndjson", "jsonl"):
         frame = _split_lines(file, text)
@@ -424,4 +430,4 @@ def read_records(file: RawFile) -> pl.DataFrame:
         frame = _split_json(file, text)
     else:
         frame = _split_csv(file, text)
-    return _objects_only(frame) if frame.height else frame
+    return check_objects(frame) if check and frame.height else frame

@@ -70,59 +70,80 @@ def _typed_sql(text: str, kind: Kind) -> str:
     raise ValueError(kind)
 
 
-def _field_sql(doc: str, spec: Field) -> list[str]:
-    """SQL select items for one field: `<name>` typed, plus `<name>__text` (the text as given) where typed."""
-    text = f"nullif(trim(json_extract_string({doc}, {_sql_path(spec.path)})), '')"
+def _field_sql(value: str, spec: Field) -> list[str]:
+    """SQL select items for one field from `value`, the field's JSON value (already extracted, null if absent):
+    `<name>` typed, plus `<name>__text` (the text as given) where typed."""
+    text = f"nullif(trim(json_extract_string({value}, '$')), '')"
     if spec.kind == "str":  # plus whether an object or list stands where text is due (invalid_type)
-        nested = f"coalesce(json_type({doc}, {_sql_path(spec.path)}) in ('OBJECT', 'ARRAY'), false)"
+        nested = f"coalesce(json_type({value}) in ('OBJECT', 'ARRAY'), false)"
         return [f"{text} as {spec.name}", f"{nested} as {spec.name}__nested"]
     if spec.kind == "json":  # a JSON null is an absent field, not the text 'null'
-        path = _sql_path(spec.path)
-        return [f"case when json_type({doc}, {path}) <> 'NULL' then json_extract({doc}, {path})::varchar end "
-                f"as {spec.name}"]
+        return [f"case when json_type({value}) <> 'NULL' then {value}::varchar end as {spec.name}"]
     if spec.kind == "list_str":
-        path = _sql_path(spec.path)
         return [
-            f"case json_type({doc}, {path}) "
-            f"when 'ARRAY' then list_filter(json_extract_string({doc}, {path} || '[*]'), lambda x: nullif(trim(x), '') is not null) "
-            f"when 'VARCHAR' then [json_extract_string({doc}, {path})] end as {spec.name}"
+            f"case json_type({value}) "
+            f"when 'ARRAY' then list_filter(json_extract_string({value}, '$[*]'), "
+            f"lambda x: nullif(trim(x), '') is not null) "
+            f"when 'VARCHAR' then [json_extract_string({value}, '$')] end as {spec.name}"
         ]
     return [f"{text} as {spec.name}__text", f"{_typed_sql(text, spec.kind)} as {spec.name}"]
+
+
+def _columns_sql(values: str, fields: Sequence[Field]) -> str:
+    """Select items for `fields` from `values`, the list of their JSON values extracted in one parse."""
+    return ",\n  ".join(s for i, f in enumerate(fields, start=1) for s in _field_sql(f"{values}[{i}]", f))
+
+
+def _paths_sql(fields: Sequence[Field]) -> str:
+    return "[" + ", ".join(_sql_path(f.path) for f in fields) + "]"
 
 
 def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Field columns for every parsed record, and one row per item of every record that lists items.
 
     `records` has `rid` (a unique row key) and `json_text`; records whose text did not parse are left out.
+    Each document is parsed once: all of a record's field values come out of one `json_extract` with a list
+    of paths, and the items likewise.
     """
-    record_cols = ",\n  ".join(s for f in spec.fields for s in _field_sql("json_text", f))
     items_path = _sql_path(spec.items_path)
-    item_cols = ",\n  ".join(s for f in spec.item_fields for s in _field_sql("item", f))
     with scratch() as con:
-        con.execute("set TimeZone = 'UTC'")
         parsed = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")  # noqa: F841
         fields = con.sql(
             f"""
+            with extracted as (
+                select rid,
+                       json_extract(json_text, {_paths_sql(spec.fields)}) as v,
+                       json_extract(json_text, {items_path}) as items
+                from parsed
+            )
             select rid,
-              nullif(json_type(json_text, {items_path}), 'NULL') as items__type,  -- null list = no list
-              {record_cols}
-            from parsed
+              nullif(json_type(items), 'NULL') as items__type,  -- a null list is no list
+              {_columns_sql("v", spec.fields)}
+            from extracted
             order by rid
             """
         ).pl()
         items = con.sql(
             f"""
-            with exploded as (
-                select rid,
-                       unnest(json_extract(json_text, {items_path} || '[*]')) as item,
-                       generate_subscripts(json_extract(json_text, {items_path} || '[*]'), 1) as line_number
+            with lists as (
+                select rid, json_extract(json_text, {items_path}) as items
                 from parsed
-                where json_type(json_text, {items_path}) = 'ARRAY'
+            ),
+            exploded as (
+                select rid,
+                       unnest(json_extract(items, '$[*]')) as item,
+                       generate_subscripts(json_extract(items, '$[*]'), 1) as line_number
+                from lists
+                where json_type(items) = 'ARRAY'
+            ),
+            extracted as (
+                select rid, line_number, item, json_extract(item, {_paths_sql(spec.item_fields)}) as v
+                from exploded
             )
             select rid, line_number::integer as line_number,
               json_type(item) as item__type,
-              {item_cols}
-            from exploded
+              {_columns_sql("v", spec.item_fields)}
+            from extracted
             order by rid, line_number
             """
         ).pl()
