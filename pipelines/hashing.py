@@ -6,12 +6,14 @@ whole columns.
 
 from __future__ import annotations
 
-
-from pipelines.duck import scratch
 import polars as pl
 
+from pipelines.duck import scratch
 
-def sha256_column(frame: pl.DataFrame, text: pl.Expr, alias: str, *, prefix: str = "", length: int = 64) -> pl.DataFrame:
+
+def sha256_column(
+    frame: pl.DataFrame, text: pl.Expr, alias: str, *, prefix: str = "", length: int = 64
+) -> pl.DataFrame:
     """`frame` with a column `alias` = prefix + first `length` hex digits of sha256(text); null text → null."""
     keyed = frame.with_columns(text.alias("__hash_input"))  # noqa: F841 (read by DuckDB below)
     with scratch() as con:

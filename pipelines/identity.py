@@ -23,9 +23,7 @@ def identifiers(events: pl.DataFrame) -> pl.DataFrame:
     kinds = {
         "email": pl.concat_str(pl.lit("email:"), pl.col("email")),
         "phone": pl.concat_str(pl.lit("phone:"), pl.col("phone")),
-        "source_customer_id": pl.concat_str(
-            pl.lit("id:"), pl.col("source"), pl.lit(":"), pl.col("source_customer_id")
-        ),
+        "source_customer_id": pl.concat_str(pl.lit("id:"), pl.col("source"), pl.lit(":"), pl.col("source_customer_id")),
         "document_hash": pl.concat_str(pl.lit("doc:"), pl.col("document_hash")),
     }
     return (
@@ -70,7 +68,10 @@ def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.Da
 
     ordered = processing_order(events.join(order_customer, on="order_id", how="inner").lazy())
     customers = ordered.group_by("customer_id").agg(
-        *[pl.col(c).drop_nulls().last().alias(c) for c in ("email", "phone", "first_name", "last_name", "document_hash")],
+        *[
+            pl.col(c).drop_nulls().last().alias(c)
+            for c in ("email", "phone", "first_name", "last_name", "document_hash")
+        ],
         pl.col("placed_at").min().alias("first_seen_at"),
         pl.col("ingested_at").min().alias("first_ingested_at"),
         pl.col("source").unique().sort().alias("sources"),

@@ -43,8 +43,16 @@ class ParseResult:
 
 def _quarantine_rows(records: pl.DataFrame, code: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
     return records.select(
-        "rid", "source", "source_file", "record_locator", "record_index", "file_sha256",
-        code.alias("reason_code"), reason.alias("reason"), "raw_record", pl.col("json_text").alias("record_json"),
+        "rid",
+        "source",
+        "source_file",
+        "record_locator",
+        "record_index",
+        "file_sha256",
+        code.alias("reason_code"),
+        reason.alias("reason"),
+        "raw_record",
+        pl.col("json_text").alias("record_json"),
     )
 
 
@@ -61,8 +69,11 @@ def parse_source(records: pl.DataFrame, module: ModuleType, rules: Rules) -> tup
     fields = with_item_flags(fields, flags, REASON_CODES)
     fields = module.prepare(fields, items, rules)
     fails = failures(fields, spec.name, spec.record_rules(rules))
-    failed = fields.select("rid").with_row_index("index").with_columns(pl.col("index").cast(pl.Int64)).join(
-        fails, on="index"
+    failed = (
+        fields.select("rid")
+        .with_row_index("index")
+        .with_columns(pl.col("index").cast(pl.Int64))
+        .join(fails, on="index")
     )
     rejected = _quarantine_rows(
         records.join(failed.select("rid", "reason_code", "reason"), on="rid"),
@@ -115,14 +126,23 @@ def parse_files(
     if retry is not None and retry.height:
         record_frames.append(
             retry.select(
-                "source", "source_file", "record_locator", "record_index", "raw_record",
-                pl.col("record_json").alias("json_text"), pl.lit(None, pl.String).alias("parse_error"),
-                pl.lit(-1, pl.Int32).alias("file_order"), "file_sha256",
+                "source",
+                "source_file",
+                "record_locator",
+                "record_index",
+                "raw_record",
+                pl.col("record_json").alias("json_text"),
+                pl.lit(None, pl.String).alias("parse_error"),
+                pl.lit(-1, pl.Int32).alias("file_order"),
+                "file_sha256",
             )
         )
     schema = {**RECORD_COLUMNS, "file_order": pl.Int32, "file_sha256": pl.String}
-    records = pl.concat([f.select(list(schema)).cast(schema) for f in record_frames], how="vertical") \
-        if record_frames else pl.DataFrame(schema=schema)
+    records = (
+        pl.concat([f.select(list(schema)).cast(schema) for f in record_frames], how="vertical")
+        if record_frames
+        else pl.DataFrame(schema=schema)
+    )
     records = records.with_row_index("rid").with_columns(pl.col("rid").cast(pl.Int64))
     if records.height:
         records = check_objects(records, order_by="rid")
@@ -147,8 +167,17 @@ def parse_files(
     accepted = events.join(by_file, on="rid").group_by("file_order").agg(pl.len().alias("records_accepted"))
     rejected = quarantine.join(by_file, on="rid").group_by("file_order").agg(pl.len().alias("records_quarantined"))
     file_frame = (
-        pl.DataFrame(file_rows, schema={"path": pl.String, "source": pl.String, "sha256": pl.String,
-                                        "size_bytes": pl.Int64, "error": pl.String, "file_order": pl.Int32})
+        pl.DataFrame(
+            file_rows,
+            schema={
+                "path": pl.String,
+                "source": pl.String,
+                "sha256": pl.String,
+                "size_bytes": pl.Int64,
+                "error": pl.String,
+                "file_order": pl.Int32,
+            },
+        )
         .join(counts, on="file_order", how="left")
         .join(accepted, on="file_order", how="left")
         .join(rejected, on="file_order", how="left")
@@ -196,8 +225,10 @@ def _finish_events(
     if not frames:
         return conform(pl.DataFrame(), {"rid": pl.Int64, **EVENT_COLUMNS})
     events = pl.concat(
-        [f.drop([c for c in ("source", "source_file", "record_locator", "record_index") if c in f.columns])
-         for f in frames],
+        [
+            f.drop([c for c in ("source", "source_file", "record_locator", "record_index") if c in f.columns])
+            for f in frames
+        ],
         how="diagonal_relaxed",
     )
     events = events.join(keys, on="rid", how="left").sort("rid")
@@ -208,14 +239,25 @@ def _finish_events(
     )
     # Ids: an event is one record of one file version; a document is stored only as a salted hash.
     events = hashing.sha256_column(
-        events, pl.concat_str(pl.col("source_file"), pl.lit(":"), pl.col("file_sha256"), pl.lit(":"),
-                      pl.col("record_index").cast(pl.String)),
-        "event_id", prefix="e_", length=24,
+        events,
+        pl.concat_str(
+            pl.col("source_file"),
+            pl.lit(":"),
+            pl.col("file_sha256"),
+            pl.lit(":"),
+            pl.col("record_index").cast(pl.String),
+        ),
+        "event_id",
+        prefix="e_",
+        length=24,
     )
     if "document_plain" in events.columns:
         events = hashing.sha256_column(
-            events, pl.when(pl.col("document_plain").str.len_chars() > 0).then(pl.lit(salt) + pl.col("document_plain")),
-            "document_hash", prefix="d_", length=32,
+            events,
+            pl.when(pl.col("document_plain").str.len_chars() > 0).then(pl.lit(salt) + pl.col("document_plain")),
+            "document_hash",
+            prefix="d_",
+            length=32,
         )
     events = conform(events, {"rid": pl.Int64, **EVENT_COLUMNS})
     OrderEvents.validate(events, lazy=True)
@@ -226,8 +268,10 @@ def _finish_quarantine(frames: list[pl.DataFrame], run_id: str, ingested_at: dat
     frames = [f for f in frames if f.height]
     if not frames:
         return conform(pl.DataFrame(), {"rid": pl.Int64, **QUARANTINE_COLUMNS})
-    quarantine = pl.concat(frames, how="vertical_relaxed").sort("rid").with_columns(
-        pl.lit(run_id).alias("run_id"), pl.lit(ingested_at).alias("ingested_at")
+    quarantine = (
+        pl.concat(frames, how="vertical_relaxed")
+        .sort("rid")
+        .with_columns(pl.lit(run_id).alias("run_id"), pl.lit(ingested_at).alias("ingested_at"))
     )
     quarantine = conform(quarantine, {"rid": pl.Int64, **QUARANTINE_COLUMNS})
     Quarantine.validate(quarantine, lazy=True)

@@ -26,22 +26,20 @@ _SPECIAL = {"order_id", "status", "source_status", "source_file"} | _FIRST_WINS
 
 def processing_order(events: pl.DataFrame | pl.LazyFrame):
     """Events sorted the way their records are applied."""
-    return events.sort(
-        ["order_id", "sort_time", "source_file", "ingested_at", "record_index"], nulls_last=False
-    )
+    return events.sort(["order_id", "sort_time", "source_file", "ingested_at", "record_index"], nulls_last=False)
 
 
 def merge_orders(events: pl.DataFrame, rules: Rules) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(orders, order_items) from every accepted event; `customer_id` is added by identity resolution."""
     content = [c for c in events.columns if c not in PROVENANCE]
-    ordered = processing_order(events.lazy()).filter(pl.struct(content).is_first_distinct()).with_columns(
-        pl.col("status").replace_strict(STATUS_RANK, default=None, return_dtype=pl.Int8).alias("status_rank")
+    ordered = (
+        processing_order(events.lazy())
+        .filter(pl.struct(content).is_first_distinct())
+        .with_columns(
+            pl.col("status").replace_strict(STATUS_RANK, default=None, return_dtype=pl.Int8).alias("status_rank")
+        )
     )
-    patched = [
-        pl.col(name).drop_nulls().last().alias(name)
-        for name in ORDER_FIELDS
-        if name not in _SPECIAL
-    ]
+    patched = [pl.col(name).drop_nulls().last().alias(name) for name in ORDER_FIELDS if name not in _SPECIAL]
     final_rank = pl.col("status_rank").max()
     merged = ordered.group_by("order_id").agg(
         *patched,
@@ -63,17 +61,14 @@ def merge_orders(events: pl.DataFrame, rules: Rules) -> tuple[pl.DataFrame, pl.D
             pl.col("items").list.len().fill_null(0).cast(pl.Int64).alias("item_count"),
         )
         .join(fx.lazy(), on="currency", how="left")
-        .with_columns(_round_half_up_cents(pl.col("net_amount").cast(pl.Decimal(24, 2)) * pl.col("fx_rate")).alias(
-            "net_amount_reporting"
-        ))
+        .with_columns(
+            _round_half_up_cents(pl.col("net_amount").cast(pl.Decimal(24, 2)) * pl.col("fx_rate")).alias(
+                "net_amount_reporting"
+            )
+        )
         .collect()
     )
-    items = (
-        merged.select("order_id", "items")
-        .explode("items")
-        .drop_nulls("items")
-        .unnest("items")
-    )
+    items = merged.select("order_id", "items").explode("items").drop_nulls("items").unnest("items")
     orders = conform(merged.sort("order_id"), ORDER_COLUMNS | {"has_full_order": pl.Boolean})
     return orders, conform(items.sort("order_id", "line_number"), ORDER_ITEM_COLUMNS)
 

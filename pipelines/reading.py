@@ -18,10 +18,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from pipelines.duck import scratch
 import polars as pl
 
+from pipelines.duck import scratch
 from pipelines.schemas import SOURCES
 
 RECORD_COLUMNS = {
@@ -139,8 +138,9 @@ def read_text(file: RawFile) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _frame(file: RawFile, locators: list[str], raws: list[str], jsons: list[str | None],
-           errors: list[str | None]) -> pl.DataFrame:
+def _frame(
+    file: RawFile, locators: list[str], raws: list[str], jsons: list[str | None], errors: list[str | None]
+) -> pl.DataFrame:
     n = len(raws)
     return pl.DataFrame(
         {
@@ -298,7 +298,7 @@ def _split_json(file: RawFile, text: str) -> pl.DataFrame:
     elif doc_end is not None and _skip_ws(text, doc_end) < len(text):
         # more text after the array / envelope (e.g. two exports appended): quarantined whole, never dropped
         locators.append("after the JSON document")
-        raws.append(text[_skip_ws(text, doc_end):])
+        raws.append(text[_skip_ws(text, doc_end) :])
         jsons.append(None)
         errors.append("text after the end of the JSON document")
     return _frame(file, locators, raws, jsons, errors)
@@ -412,8 +412,7 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
     bad_items = " or ".join(item_checks) or "false"
     with scratch() as con:
         rendered = con.sql(
-            f"select case when {bad_items} then null else ({render(tree)})::varchar end "
-            f"as j from cells"
+            f"select case when {bad_items} then null else ({render(tree)})::varchar end as j from cells"
         ).fetchall()
     return [row[0] for row in rendered]
 

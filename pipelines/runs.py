@@ -68,8 +68,13 @@ def ingest(settings: Settings, rules: Rules, run_id: str) -> IngestReport:
         for f in new:
             log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
         result = parse_files(
-            new, rules, run_id=run_id, ingested_at=now, document_salt=settings.document_salt,
-            retry=retry, known_orders=known,
+            new,
+            rules,
+            run_id=run_id,
+            ingested_at=now,
+            document_salt=settings.document_salt,
+            retry=retry,
+            known_orders=known,
         )
         for message in result.errors:
             log.warning("unreadable file: %s", message)

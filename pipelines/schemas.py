@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import polars as pl
 import pandera.polars as pa
+import polars as pl
 
 MONEY = pl.Decimal(18, 2)
 Money = Annotated[pl.Decimal, 18, 2]  # DECIMAL(18,2) in pandera models
@@ -227,8 +227,7 @@ class OrderEvents(pa.DataFrameModel):
     @pa.dataframe_check(name="full_orders_have_status_and_currency")
     def _full_orders_complete(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(
-            (pl.col("record_kind") == "update")
-            | (pl.col("status").is_not_null() & pl.col("currency").is_not_null())
+            (pl.col("record_kind") == "update") | (pl.col("status").is_not_null() & pl.col("currency").is_not_null())
         )
 
     class Config:
@@ -245,9 +244,7 @@ class Orders(pa.DataFrameModel):
     status: str = pa.Field(isin=_STATUSES)
     currency: str
     net_amount: Money = pa.Field(nullable=True, ge=0)
-    net_amount_reporting: Money = pa.Field(
-        nullable=True, ge=0
-    )
+    net_amount_reporting: Money = pa.Field(nullable=True, ge=0)
 
     @pa.dataframe_check(name="delivered_orders_have_delivered_at")
     def _delivered_dated(cls, data: pa.PolarsData) -> pl.LazyFrame:

@@ -16,6 +16,7 @@ def _rows(con, sql: str, params: list | None = None) -> list[tuple]:
 
 def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=None) -> None:
     out = out or sys.stdout
+
     def say(line: str = "") -> None:
         print(line, file=out)
 
@@ -25,7 +26,9 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
         say("no warehouse was written")
     else:
         with warehouse.connect(settings.warehouse, read_only=True) as con:
-            tables = {r[0] for r in _rows(con, "select table_name from information_schema.tables where table_schema='core'")}
+            tables = {
+                r[0] for r in _rows(con, "select table_name from information_schema.tables where table_schema='core'")
+            }
             if "ingest_files" in tables:
                 files = _rows(
                     con,
@@ -50,27 +53,38 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
                 )[0]
                 del files
                 say()
-                say(f"this run     {this_run[0]} file(s) ingested: {this_run[1]} records read, "
-                    f"{this_run[2]} accepted, {this_run[3]} quarantined")
-                total = _rows(con, """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
+                say(
+                    f"this run     {this_run[0]} file(s) ingested: {this_run[1]} records read, "
+                    f"{this_run[2]} accepted, {this_run[3]} quarantined"
+                )
+                total = _rows(
+                    con,
+                    """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
                                              coalesce(sum(records_quarantined), 0),
                                              count(*) filter (where error is not null)
-                                      from core.ingest_files""")[0]
-                say(f"all runs     {total[0]} file(s) seen: {total[1]} records read, {total[2]} accepted, "
-                    f"{total[3]} quarantined, {total[4]} file(s) not ingested (unreadable or duplicate)")
+                                      from core.ingest_files""",
+                )[0]
+                say(
+                    f"all runs     {total[0]} file(s) seen: {total[1]} records read, {total[2]} accepted, "
+                    f"{total[3]} quarantined, {total[4]} file(s) not ingested (unreadable or duplicate)"
+                )
                 reasons = _rows(con, "select reason_code, count(*) from core.quarantine group by 1 order by 2 desc, 1")
                 if reasons:
                     say("quarantine   " + ", ".join(f"{code} {n}" for code, n in reasons))
                 unreadable = _rows(
-                    con, "select path, error from core.ingest_files where error is not null and records_read = 0 "
-                         "and error not like 'same content%' order by path")
+                    con,
+                    "select path, error from core.ingest_files where error is not null and records_read = 0 "
+                    "and error not like 'same content%' order by path",
+                )
                 for path, error in unreadable:
                     say(f"  unreadable {path}: {error}")
             if "orders" in tables:
                 statuses = _rows(con, "select status, count(*) from core.orders group by 1 order by 1")
                 n_orders = sum(n for _, n in statuses)
                 say(f"orders       {n_orders}: " + ", ".join(f"{s} {n}" for s, n in statuses))
-                customers = _rows(con, "select count(*), count(*) filter (where len(sources) > 1) from core.customers")[0]
+                customers = _rows(con, "select count(*), count(*) filter (where len(sources) > 1) from core.customers")[
+                    0
+                ]
                 say(f"customers    {customers[0]} ({customers[1]} seen in more than one source)")
     say()
     if outcome.success:

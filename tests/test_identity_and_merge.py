@@ -18,23 +18,35 @@ def _write(raw, rel, records):
 
 
 def _esputnik(order_id, status, date, **extra):
-    record = {"externalOrderId": order_id, "externalCustomerId": extra.pop("customer", "C1"), "totalCost": 110,
-              "shipping": 10, "status": status, "date": date, "currency": "EUR"}
+    record = {
+        "externalOrderId": order_id,
+        "externalCustomerId": extra.pop("customer", "C1"),
+        "totalCost": 110,
+        "shipping": 10,
+        "status": status,
+        "date": date,
+        "currency": "EUR",
+    }
     record.update(extra)
     return record
 
 
 def _brevo(order_id, email, **extra):
-    record = {"id": order_id, "email": email, "revenue": 50, "date": "2024-05-01T10:00:00Z",
-              "status": "Completed"}
+    record = {"id": order_id, "email": email, "revenue": 50, "date": "2024-05-01T10:00:00Z", "status": "Completed"}
     record.update(extra)
     return record
 
 
 def _bonifiq(order_id, owner, **extra):
-    record = {"OriginalId": order_id, "OrderPlacementDate": "2024-05-02T10:00:00Z", "OrderTotal": 80,
-              "IsCompleted": False, "IsCancelledOrReturned": False, "Customer": {"OriginalId": owner},
-              "LastUpdate": "2024-05-02T10:00:00Z"}
+    record = {
+        "OriginalId": order_id,
+        "OrderPlacementDate": "2024-05-02T10:00:00Z",
+        "OrderTotal": 80,
+        "IsCompleted": False,
+        "IsCancelledOrReturned": False,
+        "Customer": {"OriginalId": owner},
+        "LastUpdate": "2024-05-02T10:00:00Z",
+    }
     record.update(extra)
     return record
 
@@ -42,8 +54,9 @@ def _bonifiq(order_id, owner, **extra):
 def test_same_email_in_two_sources_is_one_customer(tmp_path):
     raw = tmp_path / "raw"
     _write(raw, "brevo/a.ndjson", [_brevo("B1", "  Ana@Example.COM ")])
-    _write(raw, "esputnik/a.ndjson", [_esputnik("E1", "DELIVERED", "2024-05-03T10:00:00+02:00",
-                                                 email="ana@example.com")])
+    _write(
+        raw, "esputnik/a.ndjson", [_esputnik("E1", "DELIVERED", "2024-05-03T10:00:00+02:00", email="ana@example.com")]
+    )
     _, canon = ingest(raw)
     assert canon.customers.height == 1
     customer = canon.customers.row(0, named=True)
@@ -57,14 +70,29 @@ def test_identity_is_transitive_across_identifiers(tmp_path):
     # e-mail links brevo and esputnik; esputnik's phone links a second esputnik order with another e-mail;
     # a BonifiQ order keyed by that second e-mail joins too: one person, four orders, three sources
     _write(raw, "brevo/a.ndjson", [_brevo("B1", "ana@example.com")])
-    _write(raw, "esputnik/a.ndjson", [
-        _esputnik("E1", "INITIALIZED", "2024-05-03T10:00:00+02:00", email="ana@example.com", phone="+44 7700 900123"),
-        _esputnik("E2", "INITIALIZED", "2024-05-04T10:00:00+02:00", customer="C2", email="ana.work@example.com",
-                  phone="0044 7700 900123"),
-    ])
+    _write(
+        raw,
+        "esputnik/a.ndjson",
+        [
+            _esputnik(
+                "E1", "INITIALIZED", "2024-05-03T10:00:00+02:00", email="ana@example.com", phone="+44 7700 900123"
+            ),
+            _esputnik(
+                "E2",
+                "INITIALIZED",
+                "2024-05-04T10:00:00+02:00",
+                customer="C2",
+                email="ana.work@example.com",
+                phone="0044 7700 900123",
+            ),
+        ],
+    )
     _write(raw, "bonifiq/a.ndjson", [_bonifiq("Q1", "ana.work@example.com")])
-    _write(raw, "esputnik/b.ndjson", [_esputnik("E3", "INITIALIZED", "2024-05-05T10:00:00+02:00", customer="C9",
-                                                 email="someone.else@example.com")])
+    _write(
+        raw,
+        "esputnik/b.ndjson",
+        [_esputnik("E3", "INITIALIZED", "2024-05-05T10:00:00+02:00", customer="C9", email="someone.else@example.com")],
+    )
     _, canon = ingest(raw)
     owners = dict(zip(canon.orders["order_id"], canon.orders["customer_id"], strict=True))
     assert len({owners[o] for o in ["brevo:B1", "esputnik:E1", "esputnik:E2", "bonifiq:Q1"]}) == 1
@@ -109,8 +137,16 @@ RECORDS = [
     ("esputnik", _esputnik("E1", "INITIALIZED", "2024-05-01T10:00:00+02:00", email="ana@example.com")),
     ("esputnik", _esputnik("E1", "DELIVERED", "2024-05-02T10:00:00+02:00", email="ana@example.com")),
     ("bonifiq", _bonifiq("Q1", "bob@example.com")),
-    ("bonifiq", _bonifiq("Q1", "bob@example.com", IsCompleted=True, OrderCompletedDate="2024-05-04T10:00:00Z",
-                         LastUpdate="2024-05-04T10:00:00Z")),
+    (
+        "bonifiq",
+        _bonifiq(
+            "Q1",
+            "bob@example.com",
+            IsCompleted=True,
+            OrderCompletedDate="2024-05-04T10:00:00Z",
+            LastUpdate="2024-05-04T10:00:00Z",
+        ),
+    ),
 ]
 
 
@@ -141,8 +177,17 @@ def test_resending_any_record_changes_nothing(tmp_path_factory, resent):
 
 def test_orders_table_grain_and_items_from_latest_list(tmp_path):
     raw = tmp_path / "raw"
-    _write(raw, "brevo/1.ndjson", [_brevo("B1", "a@x.io", products=[{"id": "P1", "quantity": 1, "price": 10},
-                                                                    {"id": "P2", "quantity": 1, "price": 5}])])
+    _write(
+        raw,
+        "brevo/1.ndjson",
+        [
+            _brevo(
+                "B1",
+                "a@x.io",
+                products=[{"id": "P1", "quantity": 1, "price": 10}, {"id": "P2", "quantity": 1, "price": 5}],
+            )
+        ],
+    )
     _write(raw, "brevo/2.ndjson", [_brevo("B1", "a@x.io", products=[{"id": "P1", "quantity": 3, "price": 10}])])
     _, canon = ingest(raw)
     items = canon.order_items.filter(pl.col("order_id") == "brevo:B1")

@@ -8,9 +8,10 @@ import duckdb
 import pytest
 
 from pipelines import cli
+from pipelines.definitions import defs
 from pipelines.defs import ingest as ingest_defs
 from pipelines.defs.resources import LoyaltySettings
-from pipelines.definitions import defs
+from pipelines.rules import default_rules_path
 from pipelines.settings import ENV
 from tests.helpers import SEEDS
 
@@ -36,8 +37,14 @@ def _query(warehouse, sql):
 
 def test_definitions_load_with_assets_checks_and_resource():
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"core/order_events", "core/quarantine", "core/ingest_files", "core/orders", "core/order_items",
-            "core/customers"} <= keys
+    assert {
+        "core/order_events",
+        "core/quarantine",
+        "core/ingest_files",
+        "core/orders",
+        "core/order_items",
+        "core/customers",
+    } <= keys
     check_names = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"conservation", "order_id_unique", "quarantine_keeps_raw_text"} <= check_names
 
@@ -52,12 +59,20 @@ def test_assets_materialize_into_a_temporary_warehouse(tmp_path, raw):
     assert all(e.passed for e in result.get_asset_check_evaluations())
     assert len(result.get_asset_check_evaluations()) == 3
     assert _query(warehouse, "select count(*) from core.orders") == [(5,)]
-    assert _query(warehouse, "select count(*), count(distinct customer_id) from core.orders where customer_id is not null") == [(5, 4)]
-    money_type = _query(warehouse, "select data_type from information_schema.columns where table_schema='core' "
-                                   "and table_name='orders' and column_name='net_amount'")
+    assert _query(
+        warehouse, "select count(*), count(distinct customer_id) from core.orders where customer_id is not null"
+    ) == [(5, 4)]
+    money_type = _query(
+        warehouse,
+        "select data_type from information_schema.columns where table_schema='core' "
+        "and table_name='orders' and column_name='net_amount'",
+    )
     assert money_type == [("DECIMAL(18,2)",)]
-    ts_type = _query(warehouse, "select data_type from information_schema.columns where table_schema='core' "
-                                "and table_name='orders' and column_name='placed_at'")
+    ts_type = _query(
+        warehouse,
+        "select data_type from information_schema.columns where table_schema='core' "
+        "and table_name='orders' and column_name='placed_at'",
+    )
     assert ts_type == [("TIMESTAMP",)]
 
 
@@ -92,8 +107,12 @@ def test_unreadable_and_bad_records_are_reported_not_fatal(tmp_path, raw, capsys
     assert "malformed_json 1" in out and "unknown_status 1" in out
     rows = _query(warehouse, "select reason_code, record_locator, raw_record from core.quarantine order by 2")
     assert rows == [
-        ("unknown_status", "line 1", '{"externalOrderId": "E9", "externalCustomerId": "C9", "totalCost": 5, '
-                                     '"status": "LOST", "date": "2024-01-01T00:00:00+00:00", "email": "z@z.io"}'),
+        (
+            "unknown_status",
+            "line 1",
+            '{"externalOrderId": "E9", "externalCustomerId": "C9", "totalCost": 5, '
+            '"status": "LOST", "date": "2024-01-01T00:00:00+00:00", "email": "z@z.io"}',
+        ),
         ("malformed_json", "line 2", '{"truncated": '),
     ]
 
@@ -105,9 +124,7 @@ def test_bad_usage_exits_2_with_a_message(tmp_path, raw, capsys):
     assert cli.main(["run", "--raw-dir", str(raw), "--warehouse", warehouse, "--as-of", "31/12/2024"]) == 2
     assert "YYYY-MM-DD" in capsys.readouterr().err
     rules = tmp_path / "rules.yaml"
-    rules.write_text((cli.__file__.rsplit("/", 1)[0] + "/default_rules.yaml") and
-                     open(cli.__file__.rsplit("/", 1)[0] + "/default_rules.yaml").read().replace(
-                         "expiry_days:", "expiry_dayz:"))
+    rules.write_text(default_rules_path().read_text().replace("expiry_days:", "expiry_dayz:"))
     assert cli.main(["run", "--raw-dir", str(raw), "--warehouse", warehouse, "--rules", str(rules)]) == 2
     err = capsys.readouterr().err
     assert "expiry_dayz" in err and "unknown key" in err and "Traceback" not in err
@@ -135,7 +152,12 @@ def test_gzip_copy_of_a_known_file_is_not_ingested_twice(tmp_path, raw, capsys):
     (raw / "esputnik" / "03_gz.json.gz").write_bytes(gzip.compress(source.read_bytes()))
     warehouse = tmp_path / "wh.duckdb"
     assert cli.main(["run", "--raw-dir", str(raw), "--warehouse", str(warehouse)]) == 0
-    rows = _query(warehouse, "select path, records_read, error is not null from core.ingest_files "
-                             "where source = 'esputnik' order by path")
-    assert rows == [("esputnik/01_request_body.json", 1, False), ("esputnik/02_same_again.json", 0, True),
-                    ("esputnik/03_gz.json.gz", 1, False)]
+    rows = _query(
+        warehouse,
+        "select path, records_read, error is not null from core.ingest_files where source = 'esputnik' order by path",
+    )
+    assert rows == [
+        ("esputnik/01_request_body.json", 1, False),
+        ("esputnik/02_same_again.json", 0, True),
+        ("esputnik/03_gz.json.gz", 1, False),
+    ]

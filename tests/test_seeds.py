@@ -27,7 +27,11 @@ def test_brevo_basic_order(tmp_path):
     assert order["net_amount_reporting"] == Decimal("299.98")
     line = one(canon.order_items, order_id="brevo:ORD-2024-001", line_number=1)
     assert (line["product_id"], line["quantity"], line["unit_price"], line["line_amount"]) == (
-        "PROD-123", 2, Decimal("149.99"), Decimal("299.98"))
+        "PROD-123",
+        2,
+        Decimal("149.99"),
+        Decimal("299.98"),
+    )
     assert line["categories"] == ["Electronics", "Gadgets"]
     customer = one(canon.customers, customer_id=order["customer_id"])
     assert customer["email"] == "[email protected]"
@@ -35,8 +39,9 @@ def test_brevo_basic_order(tmp_path):
 
 
 def test_brevo_order_lifecycle_full_order_then_status_updates(tmp_path):
-    raw = raw_dir_with(tmp_path, "brevo/02_order_loyalty.json", "brevo/03_update_shipped.json",
-                       "brevo/04_update_delivered.json")
+    raw = raw_dir_with(
+        tmp_path, "brevo/02_order_loyalty.json", "brevo/03_update_shipped.json", "brevo/04_update_delivered.json"
+    )
     result, canon = ingest(raw)
     assert result.quarantine.height == 0
     assert result.events.height == 3
@@ -78,8 +83,9 @@ def test_brevo_order_lifecycle_full_order_then_status_updates(tmp_path):
     }
     assert {k: order[k] for k in expected} == expected
     lines = canon.order_items.filter(pl.col("order_id") == "brevo:ORD-2024-001").sort("line_number")
-    assert lines.select("product_id", "sku", "variant", "brand", "quantity", "unit_price",
-                        "reported_points", "reported_multiplier").rows() == [
+    assert lines.select(
+        "product_id", "sku", "variant", "brand", "quantity", "unit_price", "reported_points", "reported_multiplier"
+    ).rows() == [
         ("PROD-123", "SW-PRO-BLK-42", "Black/42mm", "TechBrand", 1, Decimal("299.99"), 300, 1.0),
         ("PROD-456", "WC-FAST-01", None, None, 1, Decimal("49.99"), 50, 1.0),
     ]
@@ -130,10 +136,19 @@ def test_esputnik_request_body(tmp_path):
     assert {k: order[k] for k in expected} == expected
     line = one(canon.order_items, order_id="esputnik:100500")
     assert (line["product_id"], line["name"], line["categories"], line["quantity"], line["unit_price"]) == (
-        "200600", "Super Device", ["devices"], 1, Decimal("990.00"))
+        "200600",
+        "Super Device",
+        ["devices"],
+        1,
+        Decimal("990.00"),
+    )
     customer = one(canon.customers, customer_id=order["customer_id"])
     assert (customer["email"], customer["phone"], customer["first_name"], customer["last_name"]) == (
-        "mail@example.com", "380942583691", "John", "Smith")
+        "mail@example.com",
+        "380942583691",
+        "John",
+        "Smith",
+    )
     assert customer["source_customer_ids"] == ["esputnik:12345"]
 
 
@@ -157,7 +172,8 @@ def test_bonifiq_completed_order(tmp_path):
     }
     assert {k: order[k] for k in expected} == expected
     assert canon.order_items.filter(pl.col("order_id") == "bonifiq:PED-1001").select(
-        "product_id", "quantity", "unit_price", "categories").sort("product_id").rows() == [
+        "product_id", "quantity", "unit_price", "categories"
+    ).sort("product_id").rows() == [
         ("SKU-1", 1, Decimal("100.00"), ["Luxury"]),
         ("SKU-2", 2, Decimal("15.00"), ["Eco-Friendly"]),
     ]
@@ -187,9 +203,14 @@ def test_bonifiq_records_ordered_by_last_update_and_document_hashed(tmp_path):
 def test_all_seeds_together_conserve_every_record(tmp_path):
     raw = raw_dir_with(
         tmp_path,
-        "brevo/01_order_basic.json", "brevo/02_order_loyalty.json", "brevo/03_update_shipped.json",
-        "brevo/04_update_delivered.json", "brevo/05_batch.json", "esputnik/01_request_body.json",
-        "bonifiq/01_completed.json", "bonifiq/02_store_document.json",
+        "brevo/01_order_basic.json",
+        "brevo/02_order_loyalty.json",
+        "brevo/03_update_shipped.json",
+        "brevo/04_update_delivered.json",
+        "brevo/05_batch.json",
+        "esputnik/01_request_body.json",
+        "bonifiq/01_completed.json",
+        "bonifiq/02_store_document.json",
     )
     result, canon = ingest(raw)
     files = result.files
@@ -197,4 +218,9 @@ def test_all_seeds_together_conserve_every_record(tmp_path):
     assert files["records_read"].sum() == 11
     assert canon.orders["order_id"].is_unique().all()
     assert sorted(canon.orders["order_id"].to_list()) == [
-        "bonifiq:LOJA-77", "bonifiq:PED-1001", "brevo:ORD-2024-001", "brevo:ORD-2024-002", "esputnik:100500"]
+        "bonifiq:LOJA-77",
+        "bonifiq:PED-1001",
+        "brevo:ORD-2024-001",
+        "brevo:ORD-2024-002",
+        "esputnik:100500",
+    ]

@@ -1,8 +1,6 @@
 """Assets of the ingest and canonical layers (SPEC §2–4), with the checks that guard them."""
 
-
 import dagster as dg
-
 
 from pipelines import runs, warehouse
 from pipelines.defs.resources import LoyaltySettings
@@ -18,10 +16,14 @@ CUSTOMERS = dg.AssetKey(["core", "customers"])
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(EVENTS, description="Every accepted raw record, in processing order.", kinds={"python", "duckdb"}),
-        dg.AssetSpec(QUARANTINE, description="Every rejected record with its reason and raw text.",
-                     kinds={"python", "duckdb"}),
-        dg.AssetSpec(INGEST_FILES, description="One row per raw file seen, with its conservation counts.",
-                     kinds={"python", "duckdb"}),
+        dg.AssetSpec(
+            QUARANTINE, description="Every rejected record with its reason and raw text.", kinds={"python", "duckdb"}
+        ),
+        dg.AssetSpec(
+            INGEST_FILES,
+            description="One row per raw file seen, with its conservation counts.",
+            kinds={"python", "duckdb"},
+        ),
     ],
     group_name="ingest",
 )
@@ -46,23 +48,33 @@ def raw_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     )
     yield dg.MaterializeResult(
         asset_key=QUARANTINE,
-        metadata={"records_quarantined": report.records_quarantined,
-                  "by_reason": dg.MetadataValue.json(report.quarantined_by_reason)},
+        metadata={
+            "records_quarantined": report.records_quarantined,
+            "by_reason": dg.MetadataValue.json(report.quarantined_by_reason),
+        },
     )
     yield dg.MaterializeResult(
         asset_key=INGEST_FILES,
-        metadata={"files_seen": report.files_seen, "files_unreadable": len(report.files_unreadable),
-                  "records_read": report.records_read},
+        metadata={
+            "files_seen": report.files_seen,
+            "files_unreadable": len(report.files_unreadable),
+            "records_read": report.records_read,
+        },
     )
 
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(ORDERS, deps=[EVENTS], description="One row per order, its latest merged state.",
-                     kinds={"polars", "duckdb"}),
+        dg.AssetSpec(
+            ORDERS, deps=[EVENTS], description="One row per order, its latest merged state.", kinds={"polars", "duckdb"}
+        ),
         dg.AssetSpec(ORDER_ITEMS, deps=[EVENTS], description="One row per order line.", kinds={"polars", "duckdb"}),
-        dg.AssetSpec(CUSTOMERS, deps=[EVENTS], description="One row per resolved customer, with contact data.",
-                     kinds={"polars", "duckdb"}),
+        dg.AssetSpec(
+            CUSTOMERS,
+            deps=[EVENTS],
+            description="One row per resolved customer, with contact data.",
+            kinds={"polars", "duckdb"},
+        ),
     ],
     group_name="canonical",
 )
@@ -71,7 +83,8 @@ def canonical_orders(context: dg.AssetExecutionContext, settings: LoyaltySetting
     report = runs.rebuild_canonical(settings.resolved(), settings.load_rules())
     context.log.info(f"{report.orders} orders {report.orders_by_status}, {report.customers} customers")
     yield dg.MaterializeResult(
-        asset_key=ORDERS, metadata={"orders": report.orders, "by_status": dg.MetadataValue.json(report.orders_by_status)}
+        asset_key=ORDERS,
+        metadata={"orders": report.orders, "by_status": dg.MetadataValue.json(report.orders_by_status)},
     )
     yield dg.MaterializeResult(asset_key=ORDER_ITEMS, metadata={"order_items": report.order_items})
     yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata={"customers": report.customers})

@@ -1,6 +1,5 @@
 """The settings resource: every asset reads paths and options through it, at run time."""
 
-
 import dagster as dg
 
 from pipelines.rules import Rules, load_rules

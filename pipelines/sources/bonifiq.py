@@ -94,7 +94,11 @@ def record_rules(rules: Rules) -> list[Rule]:
                 ),
                 type_rule(
                     ["order_total", "is_completed", "is_cancelled"],
-                    {"order_total": "OrderTotal", "is_completed": "IsCompleted", "is_cancelled": "IsCancelledOrReturned"},
+                    {
+                        "order_total": "OrderTotal",
+                        "is_completed": "IsCompleted",
+                        "is_cancelled": "IsCancelledOrReturned",
+                    },
                 ).reason,
             ),
         ),
@@ -148,37 +152,42 @@ def item_rules(rules: Rules) -> list[Rule]:
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
             .when(line_overflows("quantity", "price"))
-            .then(pl.format("Price {} × Quantity {} is too large for an amount",
-                            pl.col("price"), pl.col("quantity__text")))
+            .then(
+                pl.format(
+                    "Price {} × Quantity {} is too large for an amount", pl.col("price"), pl.col("quantity__text")
+                )
+            )
             .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("Quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("Price {} is not a number", pl.col("price__text"))),
         ),
-        Rule("negative_amount", pl.col("price").fill_null(0) >= 0, pl.format("Price {} is below zero", pl.col("price"))),
+        Rule(
+            "negative_amount", pl.col("price").fill_null(0) >= 0, pl.format("Price {} is below zero", pl.col("price"))
+        ),
         quantity_rule(),
     ]
 
 
 def prepare(fields: pl.DataFrame, items: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     return fields.with_columns(
-        pl.coalesce(pl.col("currency").str.to_uppercase(), pl.lit(rules.default_currency[NAME])).alias(
-            "currency_final"
-        )
+        pl.coalesce(pl.col("currency").str.to_uppercase(), pl.lit(rules.default_currency[NAME])).alias("currency_final")
     )
 
 
 def _metadata(key: str) -> pl.Expr:
     """A value of the Metadatas key–value list, looked up by key (case-insensitive)."""
-    return pl.col("metadatas").str.extract(
-        r'(?i)\{[^{}]*"Key"\s*:\s*"' + key + r'"[^{}]*"Value"\s*:\s*"([^"]*)"', 1
-    )
+    return pl.col("metadatas").str.extract(r'(?i)\{[^{}]*"Key"\s*:\s*"' + key + r'"[^{}]*"Value"\s*:\s*"([^"]*)"', 1)
 
 
 def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     completed = pl.col("is_completed").fill_null(False)
     cancelled = pl.col("is_cancelled").fill_null(False)
-    status = pl.when(cancelled).then(pl.lit("cancelled")).when(completed).then(pl.lit("delivered")).otherwise(
-        pl.lit("pending")
+    status = (
+        pl.when(cancelled)
+        .then(pl.lit("cancelled"))
+        .when(completed)
+        .then(pl.lit("delivered"))
+        .otherwise(pl.lit("pending"))
     )
     owner = pl.col("customer_original_id")
     owner_is_email = owner.str.contains("@").fill_null(False)
@@ -209,12 +218,14 @@ def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
         pl.col("order_total").alias("net_amount"),
         pl.col("coupon").alias("coupon_code"),
         pl.coalesce(_metadata("campaign"), _metadata("utm_campaign")).alias("campaign"),
-        pl.coalesce(_metadata("channel"), pl.when(pl.col("branch").is_not_null()).then(pl.lit("store"))).alias("channel"),
+        pl.coalesce(_metadata("channel"), pl.when(pl.col("branch").is_not_null()).then(pl.lit("store"))).alias(
+            "channel"
+        ),
         pl.col("sales_person"),
         pl.coalesce("last_update", "cancelled", "completed", "placed").alias("updated_at"),
-        pl.coalesce(normalize_email(pl.col("customer_email")), normalize_email(pl.when(owner_is_email).then(owner))).alias(
-            "email"
-        ),
+        pl.coalesce(
+            normalize_email(pl.col("customer_email")), normalize_email(pl.when(owner_is_email).then(owner))
+        ).alias("email"),
         normalize_phone(pl.col("customer_phone")).alias("phone"),
         name.str.split(" ").list.first().alias("first_name"),
         pl.when(name.str.contains(" ")).then(name.str.replace(r"^\S+\s+", "")).alias("last_name"),
@@ -226,5 +237,11 @@ def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     return events.join(item_frame, on="rid", how="left")
 
 
-SPEC = SourceSpec(name=NAME, fields=FIELDS, items_path="$.Products", item_fields=ITEM_FIELDS,
-                  record_rules=record_rules, item_rules=item_rules)
+SPEC = SourceSpec(
+    name=NAME,
+    fields=FIELDS,
+    items_path="$.Products",
+    item_fields=ITEM_FIELDS,
+    record_rules=record_rules,
+    item_rules=item_rules,
+)

@@ -154,7 +154,13 @@ def record_rules(rules: Rules) -> list[Rule]:
         Rule(
             "invalid_type",
             ~(
-                pl.any_horizontal([pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null() for n in _TYPED if n not in ("date", "updated", "delivery_date", "fulfillment_date")])
+                pl.any_horizontal(
+                    [
+                        pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null()
+                        for n in _TYPED
+                        if n not in ("date", "updated", "delivery_date", "fulfillment_date")
+                    ]
+                )
                 | (pl.col("items__type").is_not_null() & (pl.col("items__type") != "ARRAY"))
                 | pl.col("item__invalid_type").fill_null(False)
                 | nested_text(FIELDS)[0]
@@ -170,9 +176,11 @@ def record_rules(rules: Rules) -> list[Rule]:
                 ).reason,
             ),
         ),
-        timestamp_rule(["date", "updated", "delivery_date", "fulfillment_date"],
-                       offset_required=["date", "updated", "delivery_date", "fulfillment_date"],
-                       labels=LABELS),
+        timestamp_rule(
+            ["date", "updated", "delivery_date", "fulfillment_date"],
+            offset_required=["date", "updated", "delivery_date", "fulfillment_date"],
+            labels=LABELS,
+        ),
         Rule(
             "missing_contact",
             ~full | pl.col("email").is_not_null(),
@@ -181,7 +189,9 @@ def record_rules(rules: Rules) -> list[Rule]:
         status_rule(list(STATUS_MAP)),
         Rule(
             "negative_amount",
-            money_nonnegative(_MONEY).ok & (pl.col("net").fill_null(0) >= 0) & ~pl.col("item__negative_amount").fill_null(False),
+            money_nonnegative(_MONEY).ok
+            & (pl.col("net").fill_null(0) >= 0)
+            & ~pl.col("item__negative_amount").fill_null(False),
             # the field the source gave below zero first, then an item, then the derived net amount
             pl.coalesce(
                 money_nonnegative(_MONEY, LABELS).reason,
@@ -207,13 +217,18 @@ def item_rules(rules: Rules) -> list[Rule]:
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
             .when(line_overflows("quantity", "price"))
-            .then(pl.format("price {} × quantity {} is too large for an amount",
-                            pl.col("price"), pl.col("quantity__text")))
+            .then(
+                pl.format(
+                    "price {} × quantity {} is too large for an amount", pl.col("price"), pl.col("quantity__text")
+                )
+            )
             .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("price {} is not a number", pl.col("price__text"))),
         ),
-        Rule("negative_amount", pl.col("price").fill_null(0) >= 0, pl.format("price {} is below zero", pl.col("price"))),
+        Rule(
+            "negative_amount", pl.col("price").fill_null(0) >= 0, pl.format("price {} is below zero", pl.col("price"))
+        ),
         quantity_rule(),
     ]
 
@@ -297,5 +312,11 @@ def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     return events.join(item_frame, on="rid", how="left")
 
 
-SPEC = SourceSpec(name=NAME, fields=FIELDS, items_path="$.products", item_fields=ITEM_FIELDS,
-                  record_rules=record_rules, item_rules=item_rules)
+SPEC = SourceSpec(
+    name=NAME,
+    fields=FIELDS,
+    items_path="$.products",
+    item_fields=ITEM_FIELDS,
+    record_rules=record_rules,
+    item_rules=item_rules,
+)

@@ -12,11 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-from pipelines.duck import scratch
 import pandera.polars as pa
 import polars as pl
 
+from pipelines.duck import scratch
 from pipelines.schemas import MONEY, REASON_CODES
 
 Kind = Literal["str", "money", "int", "float", "bool", "ts", "list_str", "json"]
@@ -158,13 +157,12 @@ def bad_type(names: Sequence[str]) -> pl.Expr:
     """True where any of the typed fields `names` was given but did not cast to its type."""
     if not names:
         return pl.lit(False)
-    return pl.any_horizontal(
-        [pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null() for n in names]
-    )
+    return pl.any_horizontal([pl.col(f"{n}__text").is_not_null() & pl.col(n).is_null() for n in names])
 
 
-def first_bad_name(names: Sequence[str], bad: Callable[[str], pl.Expr],
-                   labels: dict[str, str] | None = None) -> pl.Expr:
+def first_bad_name(
+    names: Sequence[str], bad: Callable[[str], pl.Expr], labels: dict[str, str] | None = None
+) -> pl.Expr:
     """The name of the first field for which `bad(name)` holds (for reason texts), as `labels` spell it."""
     labels = labels or {}
     expr = pl.lit(None, dtype=pl.String)
@@ -285,8 +283,10 @@ def item_flags(items: pl.DataFrame, name: str, rules: list[Rule]) -> pl.DataFram
     )
     # Every code any item of the record fails (not only the first failing item's): the record then takes the
     # earliest in SPEC order across all its items, e.g. item 2's negative price before item 1's quantity 0.
-    per_code = per_item.sort("rid", "line_number").group_by("rid", "reason_code", maintain_order=True).agg(
-        pl.col("reason").first()
+    per_code = (
+        per_item.sort("rid", "line_number")
+        .group_by("rid", "reason_code", maintain_order=True)
+        .agg(pl.col("reason").first())
     )
     codes = sorted(per_code["reason_code"].unique().to_list())
     return per_code.group_by("rid", maintain_order=True).agg(
@@ -335,8 +335,9 @@ def quantity_rule() -> Rule:
     )
 
 
-def timestamp_rule(names: Sequence[str], *, offset_required: Sequence[str] = (),
-                   labels: dict[str, str] | None = None) -> Rule:
+def timestamp_rule(
+    names: Sequence[str], *, offset_required: Sequence[str] = (), labels: dict[str, str] | None = None
+) -> Rule:
     """Dates must parse; those in `offset_required` must also say their UTC offset (or Z)."""
 
     def bad(n: str) -> pl.Expr:
@@ -409,15 +410,11 @@ def items_struct(items: pl.DataFrame, mapping: dict[str, pl.Expr]) -> pl.DataFra
 
 def line_amount(quantity: str = "quantity", price: str = "unit_price") -> pl.Expr:
     """price × quantity as money; null (never an error that stops the run) when it overflows DECIMAL(18,2)."""
-    return (
-        pl.col(price).cast(MONEY, strict=False) * pl.col(quantity).cast(pl.Int64, strict=False)
-    ).cast(MONEY, strict=False)
+    return (pl.col(price).cast(MONEY, strict=False) * pl.col(quantity).cast(pl.Int64, strict=False)).cast(
+        MONEY, strict=False
+    )
 
 
 def line_overflows(quantity: str = "quantity", price: str = "price") -> pl.Expr:
     """A valid quantity times a price that does not fit DECIMAL(18,2): not a money amount (invalid_type)."""
-    return (
-        pl.col(price).is_not_null()
-        & quantity_ok(quantity).fill_null(False)
-        & line_amount(quantity, price).is_null()
-    )
+    return pl.col(price).is_not_null() & quantity_ok(quantity).fill_null(False) & line_amount(quantity, price).is_null()

@@ -70,8 +70,12 @@ ITEM_FIELDS = [
 ]
 
 _ITEM_REQUIRED = ["external_item_id", "name", "quantity__text", "cost__text", "url", "image_url"]
-_ITEM_LABELS = {"quantity__text": "quantity", "cost__text": "cost", "external_item_id": "externalItemId",
-                "image_url": "imageUrl"}
+_ITEM_LABELS = {
+    "quantity__text": "quantity",
+    "cost__text": "cost",
+    "external_item_id": "externalItemId",
+    "image_url": "imageUrl",
+}
 
 
 LABELS = labels_of(FIELDS)  # reason texts name fields as the source spells them, e.g. totalCost
@@ -161,8 +165,9 @@ def item_rules(rules: Rules) -> list[Rule]:
             pl.when(pl.col("item__type") != "OBJECT")
             .then(pl.lit("is not an object"))
             .when(line_overflows("quantity", "cost"))
-            .then(pl.format("cost {} × quantity {} is too large for an amount",
-                            pl.col("cost"), pl.col("quantity__text")))
+            .then(
+                pl.format("cost {} × quantity {} is too large for an amount", pl.col("cost"), pl.col("quantity__text"))
+            )
             .when(pl.col("quantity__text").is_not_null() & pl.col("quantity").is_null())
             .then(pl.format("quantity {} is not a number", pl.col("quantity__text")))
             .otherwise(pl.format("cost {} is not a number", pl.col("cost__text"))),
@@ -219,5 +224,11 @@ def to_events(good: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     return events.join(item_frame, on="rid", how="left")
 
 
-SPEC = SourceSpec(name=NAME, fields=FIELDS, items_path="$.items", item_fields=ITEM_FIELDS,
-                  record_rules=record_rules, item_rules=item_rules)
+SPEC = SourceSpec(
+    name=NAME,
+    fields=FIELDS,
+    items_path="$.items",
+    item_fields=ITEM_FIELDS,
+    record_rules=record_rules,
+    item_rules=item_rules,
+)
