@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.defs import ingest
+from pipelines.defs import ingest, schedules
 from pipelines.defs.resources import LoyaltySettings
 
 defs = dg.Definitions(
     assets=[*ingest.assets],
     asset_checks=[*ingest.asset_checks],
+    jobs=[schedules.daily_job],
+    schedules=schedules.schedules,
+    sensors=schedules.sensors,
     resources={"settings": LoyaltySettings()},
 )

@@ -19,7 +19,7 @@ class RunOutcome:
 def run_pipeline(log_level: str = "CRITICAL") -> RunOutcome:
     from pipelines.definitions import defs
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def("loyalty_daily")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
             instance=instance,

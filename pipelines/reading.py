@@ -430,3 +430,29 @@ def read_records(file: RawFile, *, check: bool = True) -> pl.DataFrame:
     else:
         frame = _split_csv(file, text)
     return check_objects(frame) if check and frame.height else frame
+
+
+def raw_signature(raw_dir: Path) -> str:
+    """A cheap fingerprint of what the raw directory holds (paths, sizes, modification times), no reading.
+
+    Used by the new-file sensor: it changes when a file lands, grows or is replaced.
+    """
+    root = Path(raw_dir)
+    digest = hashlib.sha256()
+    count = 0
+    for source in SOURCES:
+        source_dir = root / source
+        if not source_dir.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(source_dir, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not _is_raw_name(name):
+                    continue
+                try:
+                    stat = (Path(dirpath) / name).stat()
+                except OSError:
+                    continue
+                count += 1
+                digest.update(f"{dirpath}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"{count}:{digest.hexdigest()[:16]}"

@@ -12,6 +12,9 @@ ORDERS = dg.AssetKey(["core", "orders"])
 ORDER_ITEMS = dg.AssetKey(["core", "order_items"])
 CUSTOMERS = dg.AssetKey(["core", "customers"])
 
+# A step that fails for a passing reason (the warehouse file briefly locked by another process) is retried.
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=5)
+
 
 @dg.multi_asset(
     specs=[
@@ -26,6 +29,7 @@ CUSTOMERS = dg.AssetKey(["core", "customers"])
         ),
     ],
     group_name="ingest",
+    retry_policy=TRANSIENT_RETRY,
 )
 def raw_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     """Raw order exports parsed and validated: accepted records, quarantine, file ledger."""
@@ -77,6 +81,7 @@ def raw_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
         ),
     ],
     group_name="canonical",
+    retry_policy=TRANSIENT_RETRY,
 )
 def canonical_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     """Orders merged from their records, their lines, and customers resolved by identity."""
