@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.defs import ingest, schedules
+from pipelines.defs import ingest, lifetime_value, schedules
 from pipelines.defs.resources import LoyaltySettings
 
 defs = dg.Definitions(
-    assets=[*ingest.assets],
+    assets=[*ingest.assets, *lifetime_value.assets],
     asset_checks=[*ingest.asset_checks],
     jobs=[schedules.daily_job],
     schedules=schedules.schedules,

@@ -160,3 +160,37 @@ def rebuild_canonical(settings: Settings, rules: Rules) -> CanonicalReport:
         order_items=canonical.order_items.height,
         customers=canonical.customers.height,
     )
+
+
+@dataclass
+class ClvReport:
+    customers: int
+    predicted: int
+    params: dict[str, float]
+    warnings: list[str]
+
+
+def fit_lifetime_value(settings: Settings, rules: Rules) -> ClvReport:
+    """Fit BG/NBD + Gamma-Gamma on delivered orders up to the as-of date; write core.clv_customers / _params."""
+    import warnings
+
+    from pipelines.clv import fit_clv
+
+    with warehouse.connect(settings.warehouse) as con:
+        transactions = con.sql(
+            "select customer_id, placed_at, net_amount_reporting from core.orders "
+            "where status = 'delivered' and placed_at is not null and customer_id is not null"
+        ).pl()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # returned in result.warnings and logged by the asset
+            result = fit_clv(transactions, settings.as_of, rules)
+        with warehouse.transaction(con):
+            warehouse.replace(con, "clv_customers", result.customers)
+            warehouse.replace(con, "clv_model_params", result.params)
+    params = dict(zip(result.params["parameter"].to_list(), result.params["value"].to_list(), strict=True))
+    return ClvReport(
+        customers=result.customers.height,
+        predicted=result.customers.filter(pl.col("clv").is_not_null()).height,
+        params=params,
+        warnings=list(result.warnings),
+    )
