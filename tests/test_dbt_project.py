@@ -1,7 +1,10 @@
-"""The dbt project builds (models and data tests) against a warehouse shaped like the Python side writes it.
+"""The dbt project builds (models, unit tests and data tests) against a warehouse shaped like the Python side
+writes it.
 
 The `core` tables are made from the canonical column lists of `pipelines.schemas`, so a column renamed there
-and not in the staging views fails here, not in a scheduled run.
+and not in the staging views fails here, not in a scheduled run. The ledger and CLV tables are made from the
+columns the dbt sources read (`DBT_READ_COLUMNS`). `run_dbt_build` and `create_core` are shared with
+tests/test_marts.py.
 """
 
 from __future__ import annotations
@@ -29,6 +32,91 @@ from pipelines.schemas import (
 )
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+
+# Columns of the core tables written by the ledger and CLV steps that the staging views read (SPEC §5, §6.1).
+DBT_READ_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "points_ledger": {
+        "entry_id": pl.String,
+        "customer_id": pl.String,
+        "order_id": pl.String,
+        "entry_type": pl.String,
+        "points": pl.Int64,
+        "effective_at": pl.Datetime("us"),
+        "rule": pl.String,
+        "balance_after": pl.Int64,
+    },
+    "customer_points": {
+        "customer_id": pl.String,
+        "balance": pl.Int64,
+        "pending_points": pl.Int64,
+        "lifetime_earned": pl.Int64,
+        "lifetime_redeemed": pl.Int64,
+        "lifetime_expired": pl.Int64,
+        "tier": pl.String,
+        "qualifying_points": pl.Int64,
+    },
+    "tier_history": {
+        "customer_id": pl.String,
+        "tier_from": pl.String,
+        "tier_to": pl.String,
+        "changed_at": pl.Datetime("us"),
+        "reason": pl.String,
+    },
+    "points_reconciliation": {
+        "order_id": pl.String,
+        "customer_id": pl.String,
+        "computed_points": pl.Int64,
+        "computed_bonus": pl.Int64,
+        "reported_points_earned": pl.Int64,
+        "reported_points_awarded": pl.Int64,
+        "computed_tier_after": pl.String,
+        "reported_tier_after": pl.String,
+    },
+    "clv_customers": {
+        "customer_id": pl.String,
+        "frequency_x": pl.Int64,
+        "recency_t_x": pl.Float64,
+        "age_T": pl.Float64,
+        "monetary_value": pl.Float64,
+        "predicted_purchases": pl.Float64,
+        "p_alive": pl.Float64,
+        "expected_avg_spend": pl.Float64,
+        "clv": pl.Float64,
+    },
+    "clv_model_params": {
+        "model": pl.String,
+        "parameter": pl.String,
+        "value": pl.Float64,
+        "customers_used": pl.Int64,
+        "log_likelihood": pl.Float64,
+        "converged": pl.Boolean,
+        "as_of": pl.Date,
+    },
+}
+CORE_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "orders": ORDER_COLUMNS,
+    "order_items": ORDER_ITEM_COLUMNS,
+    "order_events": EVENT_COLUMNS,
+    "customers": CUSTOMER_COLUMNS,
+    "quarantine": QUARANTINE_COLUMNS,
+    "ingest_files": INGEST_FILE_COLUMNS,
+    **DBT_READ_COLUMNS,
+}
+STAGING_MODELS = {f"stg_core__{name}" for name in CORE_COLUMNS}
+MART_MODELS = {
+    "customer_rfm",
+    "rfm_segment_summary",
+    "rfm_history",
+    "tier_migration",
+    "points_redemption",
+    "customer_lifetime_value",
+    "clv_model_params",
+    "order_value_trend",
+    "campaign_performance",
+    "points_reconciliation",
+    "fct_orders",
+    "dim_customers",
+}
 PII_COLUMNS = {
     "email",
     "phone",
@@ -223,18 +311,19 @@ def _core_tables() -> dict[str, pl.DataFrame]:
     }
 
 
-@pytest.fixture(scope="module")
-def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
-    """A warehouse with the core tables, after one `dbt build`; returns its path and dbt's node results."""
-    tmp_path = tmp_path_factory.mktemp("dbt")
-    warehouse = tmp_path / "loyalty.duckdb"
+def create_core(warehouse: Path, tables: dict[str, pl.DataFrame]) -> None:
+    """Schema `core` with every table of CORE_COLUMNS: the frames given (conformed), empty tables for the rest."""
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema core")
-        for name, frame in _core_tables().items():
+        for name, columns in CORE_COLUMNS.items():
+            frame = conform(tables[name], columns) if name in tables else pl.DataFrame(schema=columns)
             con.register("frame", frame.to_arrow())
             con.execute(f"create table core.{name} as select * from frame")
             con.unregister("frame")
 
+
+def run_dbt_build(tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None) -> list[dict]:
+    """`dbt build` over `warehouse`, target and logs in `tmp_path`; asserts every node passed, returns the results."""
     # A subprocess, as dagster-dbt runs it: in-process dbtRunner leaves dbt-duckdb's read-write handle on
     # the file open, and this process could then not open it read-only.
     completed = subprocess.run(
@@ -245,41 +334,47 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
             "--target-path", str(tmp_path / "target"),
             "--log-path", str(tmp_path / "logs"),
             "--no-partial-parse",
+            *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
         ],
         cwd=tmp_path,
         env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-4000:]
     run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
-    not_passed = [
-        (r["unique_id"], r["status"]) for r in run_results if r["status"] not in ("success", "pass")
-    ]
+    not_passed = [(r["unique_id"], r["status"]) for r in run_results if r["status"] not in ("success", "pass")]
     assert not_passed == []
-    return warehouse, run_results
+    return run_results
+
+
+@pytest.fixture(scope="module")
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A warehouse with the core tables, after one `dbt build`; returns its path and dbt's node results."""
+    tmp_path = tmp_path_factory.mktemp("dbt")
+    warehouse = tmp_path / "loyalty.duckdb"
+    create_core(warehouse, _core_tables())
+    return warehouse, run_dbt_build(tmp_path, warehouse, {"as_of": "2024-03-31"})
 
 
 def test_build_creates_one_staging_view_per_core_table(built_warehouse: tuple[Path, list[dict]]) -> None:
     warehouse, run_results = built_warehouse
     models = {r["unique_id"] for r in run_results if r["unique_id"].startswith("model.")}
-    assert models == {
-        f"model.loyalty.stg_core__{name}"
-        for name in ("orders", "order_items", "order_events", "customers", "quarantine", "ingest_files")
-    }
+    staging = {m for m in models if m.startswith("model.loyalty.stg_")}
+    assert staging == {f"model.loyalty.{name}" for name in STAGING_MODELS}
+    assert {f"model.loyalty.{name}" for name in MART_MODELS} <= models
     assert any(r["unique_id"].startswith("test.") for r in run_results), "the data tests ran"
+    assert any(r["unique_id"].startswith("unit_test.") for r in run_results), "the unit tests ran"
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         views = con.execute(
-            "select table_name from information_schema.tables"
-            " where table_schema = 'staging' and table_type = 'VIEW'"
+            "select table_name from information_schema.tables where table_schema = 'staging' and table_type = 'VIEW'"
         ).fetchall()
         rows = con.execute(
-            "select order_id, status, net_amount_reporting, placed_at"
-            " from staging.stg_core__orders order by order_id"
+            "select order_id, status, net_amount_reporting, placed_at from staging.stg_core__orders order by order_id"
         ).fetchall()
-    assert {name for (name,) in views} == {model.removeprefix("model.loyalty.") for model in models}
+    assert {name for (name,) in views} == STAGING_MODELS
     assert rows == [
         ("bonifiq:A-7", "cancelled", Decimal("21.60"), datetime(2024, 3, 2, 12, 0)),
         ("brevo:1001", "delivered", Decimal("120.00"), datetime(2024, 3, 1, 10, 0)),
@@ -294,8 +389,7 @@ def test_staging_exposes_no_pii(built_warehouse: tuple[Path, list[dict]]) -> Non
             "select table_name, column_name from information_schema.columns where table_schema = 'staging'"
         ).fetchall()
         customers = con.execute(
-            "select customer_id, has_email, has_document"
-            " from staging.stg_core__customers order by customer_id"
+            "select customer_id, has_email, has_document from staging.stg_core__customers order by customer_id"
         ).fetchall()
     assert [(table, column) for table, column in columns if column in PII_COLUMNS] == []
     assert customers == [("c-ana", True, False), ("c-bia", False, True)]

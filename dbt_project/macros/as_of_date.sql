@@ -16,3 +16,12 @@
     {%- endif -%}
     cast('{{ value }}' as date)
 {%- endmacro %}
+
+
+{#-
+    Exclusive upper bound of "up to the end of the as-of date": 00:00 UTC of the day after it, as a timestamp.
+    Compare `ts < as_of_cutoff()`, never `cast(ts as date) <= as_of_date()`, so the filter can use the column.
+-#}
+{% macro as_of_cutoff() -%}
+    cast({{ dbt.dateadd('day', 1, as_of_date()) }} as timestamp)
+{%- endmacro %}

@@ -1,0 +1,99 @@
+{#-
+    Sales person, tracking number and the raw loyalty id are left out: a sales person is a person's name,
+    and the others identify a parcel or an account, not an analysis dimension.
+-#}
+
+with
+
+orders as (
+
+    select * from {{ ref('stg_core__orders') }}
+
+),
+
+delivered_orders as (
+
+    select * from {{ ref('int_orders_delivered') }}
+
+),
+
+order_points as (
+
+    select * from {{ ref('int_points_pivoted_to_orders') }}
+
+),
+
+first_purchases as (
+
+    select
+        order_id,
+        row_number() over (partition by customer_id order by placed_at, order_id) as purchase_number
+
+    from delivered_orders
+
+),
+
+final as (
+
+    select
+
+        ---------- ids
+        orders.order_id,
+        orders.customer_id,
+        orders.source,
+        orders.source_order_id,
+
+        ---------- status
+        orders.status,
+        orders.source_status,
+        orders.status = 'delivered' as is_delivered,
+        orders.status = 'cancelled' and orders.delivered_at is not null as is_return,
+        coalesce(first_purchases.purchase_number = 1, false) as is_first_purchase,
+
+        ---------- dates and timestamps
+        cast(orders.placed_at as date) as order_date,
+        orders.placed_at,
+        orders.delivered_at,
+        orders.cancelled_at,
+        orders.updated_at,
+
+        ---------- money
+        orders.currency,
+        orders.gross_amount,
+        orders.shipping_amount,
+        orders.tax_amount,
+        orders.discount_amount,
+        orders.net_amount,
+        orders.net_amount_reporting,
+        {{ reporting_currency() }} as reporting_currency,
+        orders.coupon_code,
+        orders.coupon_discount,
+
+        ---------- attribution
+        orders.campaign,
+        orders.referrer,
+        orders.channel,
+        orders.payment_method,
+        orders.branch,
+        orders.is_subscription,
+        orders.subscription_id,
+        orders.is_referral_order,
+        cast(orders.item_count as integer) as item_count,
+
+        ---------- points (ledger, up to the end of the as-of date)
+        coalesce(order_points.points_earned, 0) as points_earned,
+        coalesce(order_points.points_bonus, 0) as points_bonus,
+        coalesce(order_points.points_redeemed, 0) as points_redeemed,
+        coalesce(order_points.points_reversed, 0) as points_reversed,
+        coalesce(order_points.points_refunded, 0) as points_refunded,
+        coalesce(order_points.points_expired, 0) as points_expired
+
+    from orders
+
+    left join first_purchases on orders.order_id = first_purchases.order_id
+
+    left join order_points on orders.order_id = order_points.order_id
+
+)
+
+select * from final
