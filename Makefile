@@ -8,13 +8,20 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
 .PHONY: setup run test lint dagster clean
 
-setup: $(VENV)/.synced
+MANIFEST := dbt_project/target/manifest.json
+DBT_FILES := $(shell find dbt_project -type f -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
+
+setup: $(VENV)/.synced $(MANIFEST)
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(UV) sync --frozen --inexact
 	touch $@
+
+# dagster-dbt reads the dbt manifest when the definitions load: write it whenever a dbt file changes.
+$(MANIFEST): $(VENV)/.synced $(DBT_FILES)
+	cd dbt_project && ../$(VENV)/bin/dbt parse --profiles-dir . --quiet
 
 run: setup
 	@if [ -z "$$(find data/raw -type f \( -name '*.json*' -o -name '*.ndjson*' -o -name '*.jsonl*' -o -name '*.csv*' \) 2>/dev/null | head -n 1)" ]; then \

@@ -65,6 +65,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rules = load_rules(settings.rules)
     except (SettingsError, RulesError) as exc:
         raise UsageError(str(exc)) from exc
+    from pipelines.runs import currencies_without_rate
+
+    missing = currencies_without_rate(settings, rules)
+    if missing:
+        raise UsageError(
+            f"rules file {settings.rules or 'default'}: fx_rates has no rate for {', '.join(missing)}, "
+            "which orders in the warehouse use"
+        )
     if not settings.raw_dir.is_dir():
         raise UsageError(f"raw directory {settings.raw_dir} does not exist (set --raw-dir or LOYALTY_RAW_DIR)")
     # The assets read their settings from the environment at run time: pass the resolved values on.

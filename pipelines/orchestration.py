@@ -17,7 +17,11 @@ class RunOutcome:
 
 
 def run_pipeline(log_level: str = "CRITICAL") -> RunOutcome:
+    import logging
+
     from pipelines.definitions import defs
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)  # the summary says what happened; no step chatter
 
     job = defs.resolve_job_def("loyalty_daily")
     with dg.DagsterInstance.ephemeral() as instance:

@@ -15,6 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SOURCES = ("brevo", "bonifiq", "esputnik")
+# The source bonuses `source_bonuses` may name (SPEC §5.3) -> the core.orders column that carries each.
+SOURCE_BONUS_COLUMNS = {
+    "birthdayBonus": "birthday_bonus",
+    "referralBonus": "referral_bonus",
+    "subscriptionBonus": "subscription_bonus",
+    "bonusPoints": "bonus_points",
+}
 
 
 class RulesError(ValueError):
@@ -97,6 +104,18 @@ class Rules(_Strict):
         for category, multiplier in value.items():
             if multiplier < 0:
                 raise ValueError(f"multiplier of {category!r} must not be negative, got {multiplier}")
+        return value
+
+    @field_validator("source_bonuses")
+    @classmethod
+    def _known_source_bonuses(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in SOURCE_BONUS_COLUMNS]
+        if unknown:
+            raise ValueError(
+                f"unknown source bonus {', '.join(unknown)} (known: {', '.join(SOURCE_BONUS_COLUMNS)})"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("a source bonus is named twice")
         return value
 
     @field_validator("tiers")

@@ -194,3 +194,54 @@ def fit_lifetime_value(settings: Settings, rules: Rules) -> ClvReport:
         params=params,
         warnings=list(result.warnings),
     )
+
+
+@dataclass
+class LedgerReport:
+    entries: int
+    entries_by_type: dict[str, int]
+    customers: int
+    tiers: dict[str, int]
+    unpriced_redemptions: int
+
+
+def compute_points(settings: Settings, rules: Rules) -> LedgerReport:
+    """Recompute the points ledger, balances, tiers and reconciliation from the canonical orders (SPEC §5)."""
+    from pipelines.ledger import compute_ledger
+
+    with warehouse.connect(settings.warehouse) as con:
+        orders = warehouse.read_table(con, "orders")
+        items = warehouse.read_table(con, "order_items")
+        result = compute_ledger(orders, items, rules, settings.as_of)
+        with warehouse.transaction(con):
+            warehouse.replace(con, "points_ledger", result.points_ledger)
+            warehouse.replace(con, "customer_points", result.customer_points)
+            warehouse.replace(con, "tier_history", result.tier_history)
+            warehouse.replace(con, "points_reconciliation", result.reconciliation)
+            warehouse.replace(con, "unpriced_redemptions", result.unpriced_redemptions)
+    return LedgerReport(
+        entries=result.points_ledger.height,
+        entries_by_type=value_counts(result.points_ledger, "entry_type"),
+        customers=result.customer_points.height,
+        tiers=value_counts(result.customer_points, "tier"),
+        unpriced_redemptions=result.unpriced_redemption_count,
+    )
+
+
+def currencies_without_rate(settings: Settings, rules: Rules) -> list[str]:
+    """Currencies of orders already in the warehouse that the rules give no FX rate (bad usage)."""
+    if not settings.warehouse.exists():
+        return []
+    with warehouse.connect(settings.warehouse, read_only=True) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'core'"
+            ).fetchall()
+        }
+        if "orders" not in tables:
+            return []
+        found = [
+            r[0] for r in con.execute("select distinct currency from core.orders where currency is not null").fetchall()
+        ]
+    return sorted(c for c in found if c not in rules.fx_rates)

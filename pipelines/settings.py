@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the repository (pipelines/ is one level down)
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
 ENV = {
     "raw_dir": "LOYALTY_RAW_DIR",
     "warehouse": "LOYALTY_WAREHOUSE",

@@ -86,6 +86,12 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
                     0
                 ]
                 say(f"customers    {customers[0]} ({customers[1]} seen in more than one source)")
+            if "customer_points" in tables:
+                tiers = _rows(con, "select tier, count(*) from core.customer_points group by 1")
+                order = {tier.name: i for i, tier in enumerate(rules.tiers)}
+                tiers.sort(key=lambda row: order.get(row[0], len(order)))
+                say("tiers        " + ", ".join(f"{tier} {n}" for tier, n in tiers))
+            _say_marts(con, rules, say)
     say()
     if outcome.success:
         say("status       ok")
@@ -96,3 +102,28 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
             say(f"FAILED step  {error}")
         if not outcome.failed_checks and not outcome.errors:
             say("FAILED       the run did not complete")
+
+
+def _say_marts(con, rules: Rules, say) -> None:
+    schemas = {r[0] for r in _rows(con, "select distinct table_schema from information_schema.tables")}
+    if "marts" not in schemas:
+        return
+    segments = _rows(
+        con, "select segment, customers from marts.rfm_segment_summary where customers > 0 order by customers desc"
+    )
+    if segments:
+        say("segments     " + ", ".join(f"{segment} {n}" for segment, n in segments))
+    points = _rows(
+        con,
+        """select coalesce(sum(earned + bonus), 0), coalesce(sum(redeemed), 0), coalesce(sum(expired), 0)
+           from marts.points_redemption""",
+    )[0]
+    outstanding = _rows(con, "select coalesce(sum(greatest(balance, 0)), 0) from core.customer_points")[0][0]
+    earned, redeemed, expired = points
+    rate = f"{redeemed / earned:.1%}" if earned else "n/a"
+    breakage = f"{expired / earned:.1%}" if earned else "n/a"
+    liability = outstanding / float(rules.redeem.points_per_unit)
+    say(
+        f"points       earned {earned}, redeemed {redeemed} (redemption rate {rate}), expired {expired} "
+        f"(breakage {breakage}), outstanding {outstanding} = {liability:,.2f} {rules.reporting_currency} liability"
+    )

@@ -161,3 +161,16 @@ def test_gzip_copy_of_a_known_file_is_not_ingested_twice(tmp_path, raw, capsys):
         ("esputnik/02_same_again.json", 0, True),
         ("esputnik/03_gz.json.gz", 1, False),
     ]
+
+
+def test_rules_without_a_rate_for_a_currency_in_the_data_exit_2(tmp_path, raw, capsys):
+    warehouse = tmp_path / "wh.duckdb"
+    args = ["run", "--raw-dir", str(raw), "--warehouse", str(warehouse), "--as-of", "2024-12-31"]
+    assert cli.main(args) == 0
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text()
+    rules.write_text(text.replace(", BRL: 0.18}", "}").replace("bonifiq: BRL", "bonifiq: USD"))
+    capsys.readouterr()
+    assert cli.main([*args, "--rules", str(rules)]) == 2
+    err = capsys.readouterr().err
+    assert "fx_rates" in err and "BRL" in err

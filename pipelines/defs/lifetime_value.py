@@ -41,7 +41,9 @@ def lifetime_value(context: dg.AssetExecutionContext, settings: LoyaltySettings)
             "warnings": dg.MetadataValue.json(report.warnings),
         },
     )
-    yield dg.MaterializeResult(asset_key=CLV_PARAMS, metadata={k: float(v) for k, v in report.params.items()})
+    yield dg.MaterializeResult(
+        asset_key=CLV_PARAMS, metadata={k: float(v) for k, v in report.params.items() if v is not None}
+    )
 
 
 assets = [lifetime_value]

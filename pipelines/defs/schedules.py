@@ -13,6 +13,7 @@ daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="Ingest new raw files, rebuild the canonical tables, the ledger and the marts.",
     tags={"dagster/max_retries": 2},  # a run that fails for a transient reason is retried (run retries)
+    executor_def=dg.in_process_executor,  # one step at a time: DuckDB has one writer
 )
 
 

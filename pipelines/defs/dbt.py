@@ -1,0 +1,63 @@
+"""The dbt models as Dagster assets (dagster-dbt): dbt tests become asset checks, sources map to `core`."""
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from pipelines.defs.resources import LoyaltySettings
+from pipelines.rules import Rules
+from pipelines.settings import DBT_PROJECT_DIR
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()  # `dagster dev` re-parses; elsewhere `make setup` has written the manifest
+
+# dbt lives beside the interpreter in the virtual environment, which need not be on PATH.
+dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt"))
+
+
+class LoyaltyDbtTranslator(DagsterDbtTranslator):
+    """Models are keyed `<schema>/<model>` (e.g. marts/customer_rfm); sources keep `core/<table>`."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return dbt_resource_props["schema"] if dbt_resource_props["resource_type"] != "source" else None
+
+
+def dbt_vars(settings_as_of: str, rules: Rules) -> dict[str, Any]:
+    """The as-of date and the rules values the marts need, as dbt vars."""
+    return {
+        "as_of": settings_as_of,
+        "rfm_window_days": rules.rfm.window_days,
+        "rfm_frequency_bins": list(rules.rfm.frequency_bins),
+        "redeem_points_per_unit": float(rules.redeem.points_per_unit),
+        "reporting_currency": rules.reporting_currency,
+        "tiers": [tier.name for tier in rules.tiers],
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=LoyaltyDbtTranslator(),
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+)
+def loyalty_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: LoyaltySettings):
+    """dbt build: staging views, intermediate models and the marts, with their tests."""
+    resolved = settings.resolved()
+    os.environ["LOYALTY_WAREHOUSE"] = str(resolved.warehouse)  # read by profiles.yml in the dbt subprocess
+    variables = dbt_vars(resolved.as_of.isoformat(), settings.load_rules())
+    yield from dbt.cli(["build", "--vars", json.dumps(variables)], context=context).stream()
+
+
+assets = [loyalty_dbt_models]
+resources = {"dbt": dbt_resource}
