@@ -41,3 +41,29 @@ def test_sensor_requests_a_run_when_files_land(tmp_path, monkeypatch):
         (raw / "brevo" / "2024-05-02.ndjson").write_text('{"id": "2"}\n')
         fifth = new_raw_files.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=second.cursor))
         assert len(fifth.run_requests) == 1
+
+
+def test_marts_are_dbt_assets_with_tests_as_checks_and_a_freshness_policy():
+    graph = defs.resolve_asset_graph()
+    marts = {key.path[1] for key in graph.get_all_asset_keys() if key.path[0] == "marts"}
+    assert {
+        "customer_rfm",
+        "rfm_segment_summary",
+        "rfm_history",
+        "tier_migration",
+        "points_redemption",
+        "customer_lifetime_value",
+        "clv_model_params",
+        "order_value_trend",
+        "campaign_performance",
+        "points_reconciliation",
+        "fct_orders",
+        "dim_customers",
+    } <= marts
+    # the marts hang off the canonical, ledger and lifetime-value assets
+    upstream = graph.get(dg.AssetKey(["staging", "stg_core__points_ledger"])).parent_keys
+    assert dg.AssetKey(["core", "points_ledger"]) in upstream
+    rfm_checks = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(["marts", "customer_rfm"])}
+    assert any(name.startswith("unique_") for name in rfm_checks)
+    policy = graph.get(dg.AssetKey(["marts", "customer_rfm"])).freshness_policy
+    assert policy is not None and policy.fail_window.to_timedelta().total_seconds() == 26 * 3600

@@ -1,6 +1,7 @@
 """The dbt models as Dagster assets (dagster-dbt): dbt tests become asset checks, sources map to `core`."""
 
 import json
+from datetime import timedelta
 import os
 import sys
 from collections.abc import Mapping
@@ -21,6 +22,10 @@ dbt_project.prepare_if_dev()  # `dagster dev` re-parses; elsewhere `make setup` 
 dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt"))
 
 
+# The marts should be at most a day old: the schedule runs daily at 02:00 UTC; 26 hours leave slack.
+MART_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+
+
 class LoyaltyDbtTranslator(DagsterDbtTranslator):
     """Models are keyed `<schema>/<model>` (e.g. marts/customer_rfm); sources keep `core/<table>`."""
 
@@ -28,6 +33,12 @@ class LoyaltyDbtTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] == "source":
             return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if spec.key.path[0] == "marts":
+            spec = spec.replace_attributes(freshness_policy=MART_FRESHNESS)
+        return spec
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return dbt_resource_props["schema"] if dbt_resource_props["resource_type"] != "source" else None
