@@ -174,3 +174,19 @@ def test_rules_without_a_rate_for_a_currency_in_the_data_exit_2(tmp_path, raw, c
     assert cli.main([*args, "--rules", str(rules)]) == 2
     err = capsys.readouterr().err
     assert "fx_rates" in err and "BRL" in err
+
+
+def test_a_shops_own_rules_reach_the_ledger_and_the_marts(tmp_path, raw, capsys):
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text()
+    rules.write_text(
+        text.replace("first_purchase_bonus: 100", "first_purchase_bonus: 250")
+        .replace("{name: Gold,     min_points: 2500", "{name: Ouro,     min_points: 2500")
+        .replace("frequency_bins: [1, 2, 3, 5]", "frequency_bins: [1, 2, 4, 8]")
+    )
+    warehouse = tmp_path / "wh.duckdb"
+    args = ["run", "--raw-dir", str(raw), "--warehouse", str(warehouse), "--as-of", "2024-12-31", "--rules", str(rules)]
+    assert cli.main(args) == 0, capsys.readouterr()
+    bonuses = _query(warehouse, "select distinct points from core.points_ledger where rule = 'first_purchase'")
+    assert bonuses == [(250,)]
+    assert _query(warehouse, "select count(*) from marts.customer_rfm") == [(2,)]  # the two delivered buyers
