@@ -21,4 +21,5 @@ def scratch() -> duckdb.DuckDBPyConnection:
             _base = duckdb.connect()
         cursor = _base.cursor()
     cursor.execute("set TimeZone = 'UTC'")
+    cursor.execute("set enable_progress_bar = false")  # no bar on a terminal from long column work
     return cursor

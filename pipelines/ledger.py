@@ -225,18 +225,41 @@ class PointsReconciliation(pa.DataFrameModel):
     customer_id: str
     computed_points: int = pa.Field(nullable=True, ge=0)
     computed_bonus: int = pa.Field(nullable=True, ge=0)
+    reported_points_earned: int = pa.Field(nullable=True)
+    reported_points_awarded: int = pa.Field(nullable=True)
+    computed_tier_after: str = pa.Field(nullable=True)
+    reported_tier_after: str = pa.Field(nullable=True)
+    points_earned_difference: int = pa.Field(nullable=True)
+    points_awarded_difference: int = pa.Field(nullable=True)
+    tier_after_matches: bool = pa.Field(nullable=True)
 
     class Config:
-        strict = False
+        strict = True
+        ordered = True
+
+
+class UnpricedRedemptions(pa.DataFrameModel):
+    """Orders whose coupon has neither a value in the record nor a price in `redeem.rewards`."""
+
+    order_id: str = pa.Field(unique=True)
+    customer_id: str
+    coupon_code: str
+    placed_at: Timestamp
+
+    class Config:
+        strict = True
+        ordered = True
 
 
 @dataclass(frozen=True)
 class LedgerResult:
-    points_ledger: pl.DataFrame
-    customer_points: pl.DataFrame
-    tier_history: pl.DataFrame
-    reconciliation: pl.DataFrame
-    unpriced_redemptions: pl.DataFrame
+    """The ledger tables as of the end of the as-of date; every frame sorted deterministically."""
+
+    points_ledger: pl.DataFrame  # core.points_ledger, by customer then posting order
+    customer_points: pl.DataFrame  # core.customer_points, by customer
+    tier_history: pl.DataFrame  # core.tier_history, by customer and change time
+    reconciliation: pl.DataFrame  # reported against computed figures, by order
+    unpriced_redemptions: pl.DataFrame  # coupons that post nothing, by order
 
     @property
     def unpriced_redemption_count(self) -> int:
@@ -289,21 +312,17 @@ def compute_ledger(
         customer_ids.gather(ledger["_c"]).alias("customer_id"),
         prepared["order_id"].gather(ledger["_o"]).alias("order_id"),  # prepared row i is order key i
     )
-    ledger = hashing.sha256_column(
-        ledger,
-        pl.concat_str(
-            "customer_id",
-            pl.lit("|"),
-            pl.col("order_id").fill_null(""),
-            pl.lit("|"),
-            pl.col("entry_type").cast(pl.String),
-            pl.lit("|"),
-            "rule",
-        ),
-        "entry_id",
-        prefix="p_",
-        length=24,
+    key = pl.concat_str(
+        "customer_id",
+        pl.lit("|"),
+        pl.col("order_id").fill_null(""),
+        pl.lit("|"),
+        pl.col("entry_type").cast(pl.String),
+        pl.lit("|"),
+        "rule",
     )
+    ids = hashing.sha256_column(ledger.select(key.alias("key")), pl.col("key"), "entry_id", prefix="p_", length=24)
+    ledger = ledger.with_columns(ids["entry_id"])
 
     tier_names = {index: tier.name for index, tier in enumerate(rules.tiers)}
     result = LedgerResult(
@@ -329,6 +348,7 @@ def validate_ledger(result: LedgerResult) -> None:
     CustomerPoints.validate(result.customer_points, lazy=True)
     TierHistory.validate(result.tier_history, lazy=True)
     PointsReconciliation.validate(result.reconciliation, lazy=True)
+    UnpricedRedemptions.validate(result.unpriced_redemptions, lazy=True)
 
 
 # ----------------------------------------------------------------------------------------------------
