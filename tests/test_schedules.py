@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.defs.schedules import daily_at_two, new_raw_files
 from pipelines.definitions import defs
+from pipelines.defs.schedules import daily_at_two, new_raw_files
 
 
 def test_schedule_runs_daily_at_two_utc_as_of_the_previous_day():

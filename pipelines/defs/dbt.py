@@ -1,10 +1,10 @@
 """The dbt models as Dagster assets (dagster-dbt): dbt tests become asset checks, sources map to `core`."""
 
 import json
-from datetime import timedelta
 import os
 import sys
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
