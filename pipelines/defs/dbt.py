@@ -70,7 +70,8 @@ def loyalty_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, s
     # dbt unit tests check the models' logic against fixed inputs and the default vars: they run in `make test`
     # (tests/test_marts.py), not against production data with a shop's own rules.
     args = ["build", "--vars", json.dumps(variables), "--exclude", "resource_type:unit_test"]
-    yield from dbt.cli(args, context=context).stream()
+    # One target directory, reused: dagster-dbt would otherwise leave a new one behind for every run.
+    yield from dbt.cli(args, context=context, target_path=DBT_PROJECT_DIR / "target" / "run").stream()
 
 
 assets = [loyalty_dbt_models]
