@@ -86,8 +86,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipelines.orchestration import run_pipeline
     from pipelines.summary import print_summary
 
-    outcome = run_pipeline()
+    log_path = settings.warehouse.parent / "loyalty-run.log"
+    outcome = run_pipeline(log_path=log_path)
     print_summary(settings, rules, outcome)
+    print(f"log          {log_path} (dbt's output)")
     return EXIT_OK if outcome.success else EXIT_FAILED
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -16,7 +18,8 @@ class RunOutcome:
     errors: list[str] = field(default_factory=list)
 
 
-def run_pipeline(log_level: str = "CRITICAL") -> RunOutcome:
+def run_pipeline(log_path: Path | None = None, log_level: str = "CRITICAL") -> RunOutcome:
+    """Execute the daily job in-process. What the steps print (dbt's progress) goes to `log_path` when given."""
     import logging
 
     from pipelines.definitions import defs
@@ -24,7 +27,11 @@ def run_pipeline(log_level: str = "CRITICAL") -> RunOutcome:
     logging.getLogger("dagster").setLevel(logging.WARNING)  # the summary says what happened; no step chatter
 
     job = defs.resolve_job_def("loyalty_daily")
-    with dg.DagsterInstance.ephemeral() as instance:
+    with contextlib.ExitStack() as stack:
+        instance = stack.enter_context(dg.DagsterInstance.ephemeral())
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("w"))))
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
