@@ -15,11 +15,16 @@ from pipelines.defs.resources import LoyaltySettings
 from pipelines.rules import Rules
 from pipelines.settings import DBT_PROJECT_DIR
 
+# dbt lives beside the interpreter in the virtual environment, which need not be on PATH (`.venv/bin/dagster dev`
+# from a shell without the venv activated): put it there so that every dbt call, ours and dagster-dbt's, finds it.
+_VENV_BIN = str(Path(sys.executable).parent)
+if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()  # `dagster dev` re-parses; elsewhere `make setup` has written the manifest
 
-# dbt lives beside the interpreter in the virtual environment, which need not be on PATH.
-dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt"))
+dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(_VENV_BIN) / "dbt"))
 
 
 # The marts should be at most a day old: the schedule runs daily at 02:00 UTC; 26 hours leave slack.
