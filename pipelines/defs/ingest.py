@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines import runs, warehouse
+from pipelines import runs
 from pipelines.defs.resources import LoyaltySettings
 
 EVENTS = dg.AssetKey(["core", "order_events"])
@@ -95,15 +95,9 @@ def canonical_orders(context: dg.AssetExecutionContext, settings: LoyaltySetting
     yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata={"customers": report.customers})
 
 
-def _scalar(settings: LoyaltySettings, sql: str) -> int:
-    with warehouse.connect(settings.resolved().warehouse, read_only=True) as con:
-        return int(con.execute(sql).fetchone()[0])
-
-
 @dg.asset_check(asset=INGEST_FILES, blocking=True, description="Records read = accepted + quarantined, per file.")
 def conservation(settings: LoyaltySettings) -> dg.AssetCheckResult:
-    bad = _scalar(
-        settings,
+    bad = settings.scalar(
         """
         select count(*) from core.ingest_files f
         where f.records_read <> f.records_accepted + f.records_quarantined
@@ -118,13 +112,13 @@ def conservation(settings: LoyaltySettings) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=ORDERS, blocking=True, description="order_id is unique in core.orders.")
 def order_id_unique(settings: LoyaltySettings) -> dg.AssetCheckResult:
-    duplicates = _scalar(settings, "select count(*) - count(distinct order_id) from core.orders")
+    duplicates = settings.scalar("select count(*) - count(distinct order_id) from core.orders")
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_order_ids": duplicates})
 
 
 @dg.asset_check(asset=QUARANTINE, blocking=True, description="No quarantined record is missing its raw text.")
 def quarantine_keeps_raw_text(settings: LoyaltySettings) -> dg.AssetCheckResult:
-    missing = _scalar(settings, "select count(*) from core.quarantine where raw_record is null or raw_record = ''")
+    missing = settings.scalar("select count(*) from core.quarantine where raw_record is null or raw_record = ''")
     return dg.AssetCheckResult(passed=missing == 0, metadata={"records_without_raw_text": missing})
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines import runs, warehouse
+from pipelines import runs
 from pipelines.defs.ingest import ORDER_ITEMS, ORDERS, TRANSIENT_RETRY
 from pipelines.defs.resources import LoyaltySettings
 
@@ -65,15 +65,9 @@ def points_ledger(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     yield dg.MaterializeResult(asset_key=UNPRICED, metadata={"redemptions": report.unpriced_redemptions})
 
 
-def _count(settings: LoyaltySettings, sql: str) -> int:
-    with warehouse.connect(settings.resolved().warehouse, read_only=True) as con:
-        return int(con.execute(sql).fetchone()[0])
-
-
 @dg.asset_check(asset=CUSTOMER_POINTS, blocking=True, description="Every balance equals the sum of its entries.")
 def balance_is_sum_of_entries(settings: LoyaltySettings) -> dg.AssetCheckResult:
-    bad = _count(
-        settings,
+    bad = settings.scalar(
         """
         select count(*) from core.customer_points c
         full join (select customer_id, sum(points) as total from core.points_ledger group by 1) l using (customer_id)
@@ -90,8 +84,7 @@ def balance_is_sum_of_entries(settings: LoyaltySettings) -> dg.AssetCheckResult:
 def one_earn_per_eligible_order(settings: LoyaltySettings) -> dg.AssetCheckResult:
     resolved = settings.resolved()
     rules = settings.load_rules()
-    bad = _count(
-        settings,
+    bad = settings.scalar(
         f"""
         with eligible as (
             select order_id from core.orders
@@ -108,8 +101,7 @@ def one_earn_per_eligible_order(settings: LoyaltySettings) -> dg.AssetCheckResul
 @dg.asset_check(asset=POINTS_LEDGER, blocking=True, description="Every cancelled order's entries net to zero.")
 def cancelled_orders_net_to_zero(settings: LoyaltySettings) -> dg.AssetCheckResult:
     resolved = settings.resolved()
-    bad = _count(
-        settings,
+    bad = settings.scalar(
         f"""
         select count(*) from (
             select l.order_id from core.points_ledger l join core.orders o using (order_id)
@@ -126,9 +118,8 @@ def cancelled_orders_net_to_zero(settings: LoyaltySettings) -> dg.AssetCheckResu
     description="No lot is consumed twice: entry ids are unique and nothing expires more than it earned.",
 )
 def no_lot_consumed_twice(settings: LoyaltySettings) -> dg.AssetCheckResult:
-    duplicates = _count(settings, "select count(*) - count(distinct entry_id) from core.points_ledger")
-    over_expired = _count(
-        settings,
+    duplicates = settings.scalar("select count(*) - count(distinct entry_id) from core.points_ledger")
+    over_expired = settings.scalar(
         """
         select count(*) from (
             select customer_id,

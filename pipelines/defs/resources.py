@@ -28,3 +28,10 @@ class LoyaltySettings(dg.ConfigurableResource):
 
     def load_rules(self) -> Rules:
         return load_rules(self.resolved().rules)
+
+    def scalar(self, sql: str) -> int:
+        """One number from the warehouse, read-only: what the asset checks count."""
+        from pipelines import warehouse
+
+        with warehouse.connect(self.resolved().warehouse, read_only=True) as con:
+            return int(con.execute(sql).fetchone()[0])
