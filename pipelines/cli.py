@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--customers", type=_positive_int, help="number of customers (default orders / 4)")
     generate.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     generate.add_argument("--out", default="data/raw", help="output directory (default data/raw)")
+    export = commands.add_parser("export", help="write an RFM segment as a contact file for an e-mail/SMS tool")
+    export.add_argument("--segment", nargs="+", required=True, metavar="NAME", help="segment name(s), e.g. Champions")
+    export.add_argument("--format", required=True, choices=["brevo", "esputnik", "klaviyo", "csv"])
+    export.add_argument("--out", required=True, help="file to write")
+    export.add_argument("--warehouse", help="DuckDB file (LOYALTY_WAREHOUSE; default data/warehouse/loyalty.duckdb)")
     return parser
 
 
@@ -110,11 +115,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipelines import warehouse
+    from pipelines.exports import UnknownSegment, export_segments
+    from pipelines.settings import Settings
+
+    settings = Settings.resolve(warehouse=args.warehouse)
+    if not settings.warehouse.exists():
+        raise UsageError(f"warehouse {settings.warehouse} does not exist: run `loyalty run` first")
+    with warehouse.connect(settings.warehouse, read_only=True) as con:
+        try:
+            result = export_segments(con, args.segment, args.format, Path(args.out))
+        except UnknownSegment as exc:
+            raise UsageError(str(exc)) from exc
+    print(
+        f"wrote {result.written} contacts to {result.path} ({args.format}); "
+        f"skipped {result.skipped_without_contact} with neither e-mail nor phone"
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with usage on a malformed option
-    handlers = {"run": _cmd_run, "generate": _cmd_generate}
+    handlers = {"run": _cmd_run, "generate": _cmd_generate, "export": _cmd_export}
     try:
         return handlers[args.command](args)
     except UsageError as exc:
