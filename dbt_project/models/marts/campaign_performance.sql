@@ -2,56 +2,29 @@ with
 
 orders as (
 
-    select * from {{ ref('stg_core__orders') }}
-
-),
-
-delivered_orders as (
-
-    select * from {{ ref('int_orders_delivered') }}
-
-),
-
-order_points as (
-
-    select * from {{ ref('int_points_pivoted_to_orders') }}
-
-),
-
-first_purchases as (
-
-    select
-        order_id,
-        row_number() over (partition by customer_id order by placed_at, order_id) as purchase_number
-
-    from delivered_orders
+    -- first purchases and per-order points are worked out once, in fct_orders
+    select * from {{ ref('fct_orders') }}
 
 ),
 
 attributed_orders as (
 
     select
-        orders.order_id,
-        orders.customer_id,
-        orders.status,
-        orders.net_amount_reporting,
-        coalesce(nullif(trim(orders.campaign), ''), '(none)') as campaign,
-        coalesce(nullif(trim(orders.referrer), ''), '(none)') as referrer,
-        coalesce(first_purchases.purchase_number = 1, false) as is_first_purchase,
-        coalesce(order_points.points_earned, 0)
-        + coalesce(order_points.points_bonus, 0)
-        - coalesce(order_points.points_reversed, 0) as points_awarded,
-        coalesce(order_points.points_redeemed, 0) - coalesce(order_points.points_refunded, 0) as points_redeemed
+        order_id,
+        customer_id,
+        status,
+        net_amount_reporting,
+        is_first_purchase,
+        coalesce(nullif(trim(campaign), ''), '(none)') as campaign,
+        coalesce(nullif(trim(referrer), ''), '(none)') as referrer,
+        points_earned + points_bonus - points_reversed as points_awarded,
+        points_redeemed - points_refunded as points_redeemed
 
     from orders
 
-    left join first_purchases on orders.order_id = first_purchases.order_id
-
-    left join order_points on orders.order_id = order_points.order_id
-
     where
-        orders.status <> 'abandoned'
-        and orders.placed_at < {{ as_of_cutoff() }}
+        status <> 'abandoned'
+        and placed_at < {{ as_of_cutoff() }}
 
 ),
 
