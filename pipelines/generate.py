@@ -41,25 +41,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipelines.schemas import REASON_CODES, SOURCES
+
 __all__ = ["KIND_EXT", "REASON_CODES", "SOURCES", "BadRecord", "GenerateSummary", "generate"]
 
-SOURCES = ("brevo", "bonifiq", "esputnik")
-BREVO, BONIFIQ, ESPUTNIK = 0, 1, 2
-
-# SPEC §4, in the order they are tested (kept identical to pipelines.schemas.REASON_CODES).
-REASON_CODES = (
-    "malformed_json",
-    "missing_required_field",
-    "invalid_type",
-    "invalid_timestamp",
-    "missing_contact",
-    "inconsistent_state",
-    "unknown_status",
-    "negative_amount",
-    "invalid_quantity",
-    "unknown_currency",
-    "unknown_order",
-)
+BREVO, BONIFIQ, ESPUTNIK = 0, 1, 2  # positions in SOURCES
 
 # File kinds (SPEC §2) and their extensions.
 KIND_EXT = {
@@ -99,26 +85,22 @@ FIRST_NAMES = {
     "Daniel "
     "Sarah Matthew Jessica Kevin Olivia",
     GB: "Oliver Amelia George Isla Harry Ava Jack Sophie Charlie Grace Thomas Lily Alfie Freya Jacob Poppy",
-    IT: "Giulia Marco Francesca Luca Chiara Alessandro Sara Matteo Martina Lorenzo Giorgia Andrea Elena "
-    "Niccolò",
+    IT: "Giulia Marco Francesca Luca Chiara Alessandro Sara Matteo Martina Lorenzo Giorgia Andrea Elena Niccolò",
     DE: "Lukas Anna Jonas Lea Leon Hannah Felix Lena Maximilian Marie Paul Sophie Jürgen Katrin",
     FR: "Louis Emma Gabriel Léa Hugo Chloé Arthur Manon Jules Camille Lucas Inès Raphaël Zoé",
-    UA: "Olena Andrii Iryna Oleksandr Kateryna Dmytro Nataliia Serhii Yuliia Mykola Oksana Taras Sofiia "
-    "Bohdan",
+    UA: "Olena Andrii Iryna Oleksandr Kateryna Dmytro Nataliia Serhii Yuliia Mykola Oksana Taras Sofiia Bohdan",
     PL: "Anna Jakub Zofia Kacper Julia Szymon Maja Filip Łucja Mateusz Wiktoria Paweł",
     BR: "João Maria José Ana Pedro Juliana Lucas Fernanda Gabriel Camila Rafael Beatriz Mateus Letícia "
     "Thiago "
     "Larissa Vinícius Bruna",
 }
 LAST_NAMES = {
-    US: "Smith Johnson Williams Brown Jones Garcia Miller Davis Wilson Anderson Taylor Thomas Moore Martin "
-    "Lee",
+    US: "Smith Johnson Williams Brown Jones Garcia Miller Davis Wilson Anderson Taylor Thomas Moore Martin Lee",
     GB: "Smith Jones Taylor Brown Williams Wilson Evans Thomas Roberts Walker Wright Hughes Green Clarke",
     IT: "Rossi Russo Ferrari Esposito Bianchi Romano Colombo Ricci Marino Greco Bruno Gallo Conti De Luca",
     DE: "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter Wolf",
     FR: "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent Lefèvre",
-    UA: "Shevchenko Bondarenko Kovalenko Tkachenko Kravchenko Oliinyk Shevchuk Polishchuk Lysenko Moroz "
-    "Marchenko",
+    UA: "Shevchenko Bondarenko Kovalenko Tkachenko Kravchenko Oliinyk Shevchuk Polishchuk Lysenko Moroz Marchenko",
     PL: "Nowak Kowalski Wiśniewski Wójcik Kowalczyk Kamiński Lewandowski Zieliński Szymański Woźniak",
     BR: "Silva Santos Oliveira Souza Rodrigues Ferreira Alves Pereira Lima Gomes Costa Ribeiro Martins "
     "Carvalho "
@@ -213,15 +195,13 @@ CATEGORY_TREE = (
     (
         "Beauty",
         "Skincare Fragrance Makeup Haircare",
-        "Hydrating Serum,Eau de Parfum,Matte Lipstick,Night Cream,"
-        "Argan Hair Oil,Clay Mask,Vitamin C Serum,Body Lotion",
+        "Hydrating Serum,Eau de Parfum,Matte Lipstick,Night Cream,Argan Hair Oil,Clay Mask,Vitamin C Serum,Body Lotion",
         "Lumière Glowe Botanica Velour",
     ),
     (
         "Sports",
         "Fitness Running Outdoor Cycling",
-        "Yoga Mat,Running Shoes,Resistance Bands,Trail Backpack,"
-        "Cycling Gloves,Water Bottle,Foam Roller,Dumbbell Set",
+        "Yoga Mat,Running Shoes,Resistance Bands,Trail Backpack,Cycling Gloves,Water Bottle,Foam Roller,Dumbbell Set",
         "Stride Peakline Velo Fitcore",
     ),
     (
@@ -518,13 +498,7 @@ def _words(text: str, sep: str = " ") -> list[str]:
 
 def _ascii(text: str) -> str:
     text = text.replace("ł", "l").replace("Ł", "L").replace("ß", "ss")
-    return (
-        unicodedata.normalize("NFKD", text)
-        .encode("ascii", "ignore")
-        .decode()
-        .replace("'", "")
-        .replace(" ", "")
-    )
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().replace("'", "").replace(" ", "")
 
 
 def _pick(vocab, idx: np.ndarray) -> pl.Series:
@@ -554,9 +528,7 @@ def _money(cents: np.ndarray, null: np.ndarray | None = None) -> pl.Series:
 
 
 def _ts_utc(ts: np.ndarray, null: np.ndarray | None = None) -> pl.Series:
-    s = pl.from_epoch(pl.Series(np.asarray(ts, dtype=np.int64)), time_unit="s").dt.strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    s = pl.from_epoch(pl.Series(np.asarray(ts, dtype=np.int64)), time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return _null_where(s, null)
 
 
@@ -564,9 +536,7 @@ def _ts_offset(ts: np.ndarray, offset_min: np.ndarray) -> pl.Series:
     """Local wall time with its UTC offset, e.g. 2025-03-08T11:30:00+02:00."""
     offset_min = np.asarray(offset_min, dtype=np.int64)
     local = pl.from_epoch(pl.Series(np.asarray(ts, dtype=np.int64) + offset_min * 60), time_unit="s")
-    table = {
-        m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in np.unique(offset_min)
-    }
+    table = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in np.unique(offset_min)}
     keys = sorted(table)
     suffix = _pick([table[k] for k in keys], np.searchsorted(keys, offset_min))
     return pl.select(pl.concat_str([local.dt.strftime("%Y-%m-%dT%H:%M:%S"), suffix])).to_series()
@@ -679,9 +649,7 @@ class _Calendar:
         black_friday = ((month == 10) & (dom >= 24)) | ((month == 11) & (dom <= 1))
         xmas = (month == 11) & (dom >= 14) & (dom <= 22)
         quiet = (month == 11) & (dom >= 25) & (dom <= 26)
-        season = (
-            season * np.where(black_friday, 2.0, 1.0) * np.where(xmas, 1.25, 1.0) * np.where(quiet, 0.5, 1.0)
-        )
+        season = season * np.where(black_friday, 2.0, 1.0) * np.where(xmas, 1.25, 1.0) * np.where(quiet, 0.5, 1.0)
         trend = 1.0 + 0.35 * np.arange(HISTORY_DAYS) / HISTORY_DAYS
         weight = weekly * season * trend
         cdf = np.cumsum(weight) / weight.sum()
@@ -760,9 +728,7 @@ def _catalog(rng, n_products: int = 800) -> dict:
         v = f',"variant":"{variant}"' if variant else ""
         brevo_head.append(f'{{"id":"{pid}","name":"{name}"{v},"sku":"{sku}"')
         bonifiq_head.append(f'{{"OriginalId":"{sku}","Name":"{name}"')
-        esputnik_head.append(
-            f'{{"externalItemId":"{200000 + p}","name":"{name}","category":"{categories[0]}"'
-        )
+        esputnik_head.append(f'{{"externalItemId":"{200000 + p}","name":"{name}","category":"{categories[0]}"')
         url = f"https://shop.example.com/p/{200000 + p}-{_slug(name)}"
         esputnik_tail.append(
             f',"url":"{url}","imageUrl":"https://cdn.shop.example.com/img/{200000 + p}.jpg",'
@@ -1376,9 +1342,7 @@ class _Generator:
 
     def _add_bad_bases(self, plan) -> list[_Events]:
         """Orders of their own for the bad records, each a single record in an ndjson (or csv) file."""
-        empty = _Events(
-            *(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.int64, bool, np.int64, np.int64, bool))
-        )
+        empty = _Events(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.int64, bool, np.int64, np.int64, bool)))
         if not plan:
             return [empty, empty, empty]
         o, rng, k = self.o, self.rng, len(plan)
@@ -1444,9 +1408,7 @@ class _Generator:
             idx = np.nonzero(o.src == s)[0]  # good orders in time order, then the bad bases
             seq[idx] = np.arange(len(idx))
         self.brevo_count = int((o.src == BREVO).sum())
-        year = (EPOCH_DAY0 + (o.ts // DAY).astype("timedelta64[D]")).astype("datetime64[Y]").astype(
-            np.int64
-        ) + 1970
+        year = (EPOCH_DAY0 + (o.ts // DAY).astype("timedelta64[D]")).astype("datetime64[Y]").astype(np.int64) + 1970
         brevo_id = pl.format("ORD-{}-{}", pl.Series(year), pl.Series(seq + 1).cast(pl.String).str.zfill(6))
         self.order_id = pl.select(
             pl.when(pl.Series(o.src == BREVO))
@@ -1466,11 +1428,7 @@ class _Generator:
         cents = cat["cents"]  # (product, currency)
         qty = np.arange(1, 6)
         points = np.floor(
-            cents[:, :, None]
-            * qty[None, None, :]
-            / 100.0
-            * FX_TO_USD[None, :, None]
-            * cat["multiplier"][:, None, None]
+            cents[:, :, None] * qty[None, None, :] / 100.0 * FX_TO_USD[None, :, None] * cat["multiplier"][:, None, None]
         ).astype(np.int64)
         full, basic = [], []
         for p in range(n):
@@ -1494,9 +1452,7 @@ class _Generator:
                             f'"Category":"{cat["category_first"][p]}"}}'
                         )
                     else:
-                        full.append(
-                            f'{cat["esputnik_head"][p]},"quantity":{q},"cost":{money}{cat["esputnik_tail"][p]}'
-                        )
+                        full.append(f'{cat["esputnik_head"][p]},"quantity":{q},"cost":{money}{cat["esputnik_tail"][p]}')
         return full + basic
 
     def _items_text(self, s: int, order_idx: np.ndarray, basic: np.ndarray | None = None) -> pl.Series:
@@ -1589,9 +1545,7 @@ class _Generator:
         base_pts = weighted / 100.0 * FX_TO_USD[cur] * (sub - disc) / np.maximum(sub, 1)
         subscriber = cust.subscriber[c] & ~basic
         referral = first_purchase & (rng.random(n) < 0.08) & ~basic
-        month = (EPOCH_DAY0 + (ts // DAY).astype("timedelta64[D]")).astype("datetime64[M]").astype(
-            np.int64
-        ) % 12
+        month = (EPOCH_DAY0 + (ts // DAY).astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64) % 12
         birthday = (month == cust.birthday_month[c]) & (rng.random(n) < 0.3) & ~basic
         bonus = np.where(rng.random(n) < 0.1, rng.choice([50, 100], n), 0)
         birthday_b = np.where(birthday, rng.choice([200, 500], n), 0)
@@ -1616,12 +1570,8 @@ class _Generator:
         flat = {
             "id": self.order_id.gather(idx_all),
             "email": cust.email_brevo.gather(c),
-            "customerId": _null_where(
-                pl.select(pl.format("CUST-{}", pl.Series(c + 10_000))).to_series(), basic
-            ),
-            "loyaltyId": _null_where(
-                pl.select(pl.format("LYL-{}", pl.Series(c * 7 + 100_003))).to_series(), basic
-            ),
+            "customerId": _null_where(pl.select(pl.format("CUST-{}", pl.Series(c + 10_000))).to_series(), basic),
+            "loyaltyId": _null_where(pl.select(pl.format("LYL-{}", pl.Series(c * 7 + 100_003))).to_series(), basic),
             "billing.name": pl.select(
                 pl.concat_str([cust.first_name.gather(c), pl.lit(" "), cust.last_name.gather(c)])
             ).to_series(),
@@ -1682,9 +1632,7 @@ class _Generator:
         }
         orders_flat = pl.DataFrame(flat)
         full = np.nonzero(ev.rtype == 0)[0]
-        orders_rec = orders_flat[np.searchsorted(idx_all, ev.idx[full])].with_columns(
-            **self._meta(ev, full, "orders")
-        )
+        orders_rec = orders_flat[np.searchsorted(idx_all, ev.idx[full])].with_columns(**self._meta(ev, full, "orders"))
         # partial status updates (the seed's "Evasione Ordine" / "Completamento Ordine", cancels, returns)
         upd = np.nonzero(ev.rtype != 0)[0]
         k = len(upd)
@@ -1724,9 +1672,7 @@ class _Generator:
                     "delivery.signature": _pick(
                         BREVO_SIGNATURE, np.where(is_del & (rng.random(k) < 0.7), rng.integers(0, 3, k), -1)
                     ),
-                    "delivery.location": _pick(
-                        BREVO_DELIVERY_LOC, np.where(is_del, rng.integers(0, 5, k), -1)
-                    ),
+                    "delivery.location": _pick(BREVO_DELIVERY_LOC, np.where(is_del, rng.integers(0, 5, k), -1)),
                     "loyalty.reviewIncentive": _text(np.full(k, 25), ~review),
                     "loyalty.reviewIncentiveExpiry": _null_where(pl.Series(expiry, dtype=pl.String), ~review),
                     "updatedAt": _ts_utc(u_ts, is_ship | is_del),
@@ -1736,9 +1682,7 @@ class _Generator:
                 **self._meta(ev, upd, "updates"),
             )
             .with_columns(
-                _label=_pick(
-                    ("shipped", "delivered", "cancelled", "cancelled", "returned", "returned"), status_txt
-                ),
+                _label=_pick(("shipped", "delivered", "cancelled", "cancelled", "returned", "returned"), status_txt),
             )
         )
         # bad updates, written as JSON text straight away (they go to ndjson files)
@@ -1805,9 +1749,7 @@ class _Generator:
         n = len(idx_all)
         c, ts, sub = o.cust[idx_all], o.ts[idx_all], o.subtotal[idx_all]
         rank, _ = _group_rank_and_cumsum(c, ts)
-        coupon = np.where(
-            rng.random(n) < np.where(rank > 0, 0.10, 0.02), rng.integers(0, len(BONIFIQ_COUPONS), n), -1
-        )
+        coupon = np.where(rng.random(n) < np.where(rank > 0, 0.10, 0.02), rng.integers(0, len(BONIFIQ_COUPONS), n), -1)
         value = np.array([v for _, v in BONIFIQ_COUPONS])[np.maximum(coupon, 0)] * 100
         total = sub - np.where(coupon >= 0, np.minimum(value, sub), 0)
         doc = cust.doc_kind[c]
@@ -1847,12 +1789,8 @@ class _Generator:
                 "Products": self._items_text(BONIFIQ, idx_all),
                 "Coupon": _pick([k for k, _ in BONIFIQ_COUPONS], coupon),
                 "Metadatas": pl.select(meta).to_series(),
-                "PaymentMethod": _pick(
-                    BONIFIQ_PAYMENT, rng.choice(6, n, p=[0.3, 0.25, 0.05, 0.25, 0.1, 0.05])
-                ),
-                "Branch": _pick(
-                    BONIFIQ_BRANCHES, np.where(store, rng.integers(0, len(BONIFIQ_BRANCHES), n), -1)
-                ),
+                "PaymentMethod": _pick(BONIFIQ_PAYMENT, rng.choice(6, n, p=[0.3, 0.25, 0.05, 0.25, 0.1, 0.05])),
+                "Branch": _pick(BONIFIQ_BRANCHES, np.where(store, rng.integers(0, len(BONIFIQ_BRANCHES), n), -1)),
                 "SalesPerson": _pick(
                     BONIFIQ_SALESPEOPLE, np.where(store, rng.integers(0, len(BONIFIQ_SALESPEOPLE), n), -1)
                 ),
@@ -1871,12 +1809,8 @@ class _Generator:
         )
         rec = rec.drop("_pending_status", "_done_status").with_columns(
             OrderCompletedDate=_ts_utc(self.deliver[ev.idx], rtype != 1),
-            OrderCancelledDate=_ts_utc(
-                np.where(rtype == 3, self.ret[ev.idx], self.cancel[ev.idx]), rtype < 2
-            ),
-            OrderStatus=_pick(
-                (*BONIFIQ_PENDING_STATUS, *BONIFIQ_DONE_STATUS, "Cancelado", "Devolvido"), status
-            ),
+            OrderCancelledDate=_ts_utc(np.where(rtype == 3, self.ret[ev.idx], self.cancel[ev.idx]), rtype < 2),
+            OrderStatus=_pick((*BONIFIQ_PENDING_STATUS, *BONIFIQ_DONE_STATUS, "Cancelado", "Devolvido"), status),
             IsCompleted=_bool(rtype == 1),
             IsCancelledOrReturned=_bool(rtype >= 2),
             LastUpdate=_ts_utc(ev.ts),
@@ -1890,9 +1824,7 @@ class _Generator:
         idx_all = np.nonzero(o.src == ESPUTNIK)[0]
         n = len(idx_all)
         c, sub = o.cust[idx_all], o.subtotal[idx_all]
-        disc = np.where(rng.random(n) < 0.12, np.rint(sub * rng.choice([0.05, 0.1, 0.15], n)), 0).astype(
-            np.int64
-        )
+        disc = np.where(rng.random(n) < 0.12, np.rint(sub * rng.choice([0.05, 0.1, 0.15], n)), 0).astype(np.int64)
         ship = np.where(sub - disc >= 5_000, 0, rng.choice([300, 500, 1_000], n))
         mode = cust.contact_mode[c]
         delivery = rng.choice(5, n, p=[0.35, 0.15, 0.15, 0.25, 0.1])  # nova_poshta only in Ukraine
@@ -1920,9 +1852,7 @@ class _Generator:
         )
         rows = np.searchsorted(idx_all, ev.idx)
         country = cust.country[o.cust[ev.idx]]
-        month = (EPOCH_DAY0 + (ev.ts // DAY).astype("timedelta64[D]")).astype("datetime64[M]").astype(
-            np.int64
-        ) % 12
+        month = (EPOCH_DAY0 + (ev.ts // DAY).astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64) % 12
         summer = (month >= 3) & (month <= 9)
         tz = np.array([TIMEZONES[k] for k in range(len(COUNTRIES))])
         offset = np.where(summer, tz[country, 1], tz[country, 0])
@@ -1935,9 +1865,7 @@ class _Generator:
 
     # ----------------------------------------------------------------------------------------- output
     def _with_dups(self, source: str, frames, dup_pos: np.ndarray, dup_ts: np.ndarray):
-        dups = pl.DataFrame(
-            {"_ev": pl.Series(dup_pos, dtype=pl.Int64), "_dts": pl.Series(dup_ts, dtype=pl.Int64)}
-        )
+        dups = pl.DataFrame({"_ev": pl.Series(dup_pos, dtype=pl.Int64), "_dts": pl.Series(dup_ts, dtype=pl.Int64)})
         out = []
         for fields, frame in frames:
             again = (
@@ -2055,9 +1983,7 @@ class _Generator:
         s.records_per_source[source] += frame.height
         dup = frame["_dup"]
         s.duplicates_per_source[source] += int(dup.sum())
-        s.updates_per_source[source] += int(
-            (~dup & (frame["_bad"] < 0) & (frame["_stream"] == "updates")).sum()
-        )
+        s.updates_per_source[source] += int((~dup & (frame["_bad"] < 0) & (frame["_stream"] == "updates")).sum())
         bad = frame.select(pl.int_range(pl.len()).alias("_row"), "_pos", "_bad").filter(pl.col("_bad") >= 0)
         file_of = np.searchsorted(starts, bad["_row"].to_numpy(), side="right") - 1
         for f, pos, b in zip(file_of, bad["_pos"].to_list(), bad["_bad"].to_list(), strict=True):

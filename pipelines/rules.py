@@ -14,7 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SOURCES = ("brevo", "bonifiq", "esputnik")
+from pipelines.schemas import SOURCES
+
 # The source bonuses `source_bonuses` may name (SPEC §5.3) -> the core.orders column that carries each.
 SOURCE_BONUS_COLUMNS = {
     "birthdayBonus": "birthday_bonus",
@@ -111,9 +112,7 @@ class Rules(_Strict):
     def _known_source_bonuses(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in SOURCE_BONUS_COLUMNS]
         if unknown:
-            raise ValueError(
-                f"unknown source bonus {', '.join(unknown)} (known: {', '.join(SOURCE_BONUS_COLUMNS)})"
-            )
+            raise ValueError(f"unknown source bonus {', '.join(unknown)} (known: {', '.join(SOURCE_BONUS_COLUMNS)})")
         if len(set(value)) != len(value):
             raise ValueError("a source bonus is named twice")
         return value
