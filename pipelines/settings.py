@@ -20,12 +20,14 @@ ENV = {
     "rules": "LOYALTY_RULES",
     "as_of": "LOYALTY_AS_OF",
     "exports_dir": "LOYALTY_EXPORTS_DIR",
+    "reports_dir": "LOYALTY_REPORTS_DIR",
     "document_salt": "LOYALTY_DOCUMENT_SALT",
 }
 DEFAULTS = {
     "raw_dir": "data/raw",
     "warehouse": "data/warehouse/loyalty.duckdb",
     "exports_dir": "data/exports",
+    "reports_dir": "data/reports",
     # A shop must set its own salt: with the public default, document hashes can be brute-forced.
     "document_salt": "loyalty-pipeline-default-salt",
 }
@@ -43,6 +45,17 @@ class Settings:
     as_of: date
     exports_dir: Path
     document_salt: str
+    reports_dir: Path
+
+    @property
+    def published_warehouse(self) -> Path:
+        """The read-only copy analysts open, swapped in atomically after each successful run."""
+        return self.warehouse.parent / "published" / self.warehouse.name
+
+    @property
+    def published_parquet_dir(self) -> Path:
+        """One Parquet file per mart, published with the warehouse copy."""
+        return self.warehouse.parent / "published" / "marts"
 
     @classmethod
     def resolve(cls, **given: str | None) -> Settings:
@@ -68,4 +81,5 @@ class Settings:
             as_of=as_of,
             exports_dir=Path(pick("exports_dir")).expanduser().absolute(),
             document_salt=pick("document_salt") or DEFAULTS["document_salt"],
+            reports_dir=Path(pick("reports_dir")).expanduser().absolute(),
         )

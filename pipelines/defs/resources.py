@@ -14,6 +14,7 @@ class LoyaltySettings(dg.ConfigurableResource):
     rules: str | None = None
     as_of: str | None = None
     exports_dir: str | None = None
+    reports_dir: str | None = None
     document_salt: str | None = None
 
     def resolved(self) -> Settings:
@@ -23,6 +24,7 @@ class LoyaltySettings(dg.ConfigurableResource):
             rules=self.rules,
             as_of=self.as_of,
             exports_dir=self.exports_dir,
+            reports_dir=self.reports_dir,
             document_salt=self.document_salt,
         )
 
