@@ -189,11 +189,18 @@ def rfm_summary(transactions: pl.DataFrame, as_of: date, time_unit_days: int) ->
             pl.len().cast(pl.UInt32).alias("purchase_days"),
             ((pl.col("day").max() - first_day).dt.total_days() / unit).alias("recency_t_x"),
             ((pl.lit(as_of, dtype=pl.Date) - first_day).dt.total_days() / unit).alias("age_T"),
-            pl.col("amount").cast(pl.Float64).filter(repeat).mean().alias("monetary_value"),
+            # Summed as exact decimals, divided once: the same bits whatever order the days come in.
+            pl.col("amount").filter(repeat).sum().alias("repeat_amount"),
+            repeat.sum().alias("repeat_days"),
             pl.col("first_order_at").min(),
             pl.col("last_order_at").max(),
         )
-        .with_columns((pl.col("purchase_days").cast(pl.Int64) - 1).alias("frequency_x"))
+        .with_columns(
+            (pl.col("purchase_days").cast(pl.Int64) - 1).alias("frequency_x"),
+            pl.when(pl.col("repeat_days") > 0)
+            .then(pl.col("repeat_amount").cast(pl.Float64) / pl.col("repeat_days"))
+            .alias("monetary_value"),
+        )
         .select(
             "customer_id",
             "orders",
