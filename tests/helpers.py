@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import shutil
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 from pipelines.canonical import Canonical, build_canonical
 from pipelines.ingest import ParseResult, parse_files
 from pipelines.reading import discover_files
 from pipelines.rules import Rules, load_rules
+from pipelines.schemas import REASON_CODES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEEDS = FIXTURES / "seeds"
 SALT = "test-salt"
+INGESTED_AT = datetime(2024, 6, 1, 12, 0, 0)
+
+
+@cache
+def default_rules() -> Rules:
+    return load_rules()
 
 
 def raw_dir_with(tmp_path: Path, *fixtures: str, name: str = "raw") -> Path:
@@ -41,3 +49,35 @@ def one(frame, **where):
     rows = frame.filter(pl.all_horizontal([pl.col(k) == v for k, v in where.items()]))
     assert rows.height == 1, f"expected one row for {where}, found {rows.height}"
     return rows.row(0, named=True)
+
+
+def write(root: Path, rel: str, content: str | bytes) -> Path:
+    """Write `content` exactly (no newline translation) at `root/rel`."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def parse(root: Path, rules: Rules | None = None, **kwargs) -> ParseResult:
+    """`discover_files` + `parse_files` over a raw directory, with conservation asserted."""
+    files, _ = discover_files(root)
+    result = parse_files(
+        files, rules or default_rules(), run_id="test", ingested_at=INGESTED_AT, document_salt="salt", **kwargs
+    )
+    assert_conserved(result)
+    return result
+
+
+def assert_conserved(result: ParseResult) -> None:
+    """Records read = accepted + quarantined, per file and in total; every quarantine row is explained and kept.
+
+    Retried records (`retry=`) belong to no file of this batch: each is either re-admitted or quarantined again.
+    """
+    for row in result.files.iter_rows(named=True):
+        assert row["records_read"] == row["records_accepted"] + row["records_quarantined"], row
+    assert result.files["records_accepted"].sum() + result.readmitted == result.events.height
+    assert result.files["records_quarantined"].sum() + result.retried - result.readmitted == result.quarantine.height
+    assert set(result.quarantine["reason_code"]) <= set(REASON_CODES)
+    assert result.quarantine["raw_record"].null_count() == 0
+    assert result.quarantine["reason"].null_count() == 0

@@ -14,39 +14,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.ingest import ParseResult, parse_files
-from pipelines.reading import discover_files
-from pipelines.rules import load_rules
-from pipelines.schemas import REASON_CODES
+from pipelines.ingest import ParseResult
+from tests.helpers import INGESTED_AT, parse, write
 
-RULES = load_rules()
-INGESTED_AT = datetime(2024, 6, 1, 12, 0, 0)
 DROP = object()  # a field value meaning "leave the field out"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def write(root: Path, rel: str, content: str | bytes) -> Path:
-    """Write `content` exactly (no newline translation) at `root/rel`."""
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    return path
-
-
-def parse(root: Path, **kwargs) -> ParseResult:
-    files, _ = discover_files(root)
-    result = parse_files(files, RULES, run_id="test", ingested_at=INGESTED_AT, document_salt="salt", **kwargs)
-    assert_conserved(result)
-    return result
-
-
-def assert_conserved(result: ParseResult) -> None:
-    for row in result.files.iter_rows(named=True):
-        assert row["records_read"] == row["records_accepted"] + row["records_quarantined"], row
-    assert result.files["records_accepted"].sum() + result.readmitted == result.events.height
-    assert set(result.quarantine["reason_code"]) <= set(REASON_CODES)
 
 
 def counts(result: ParseResult, path: str) -> tuple[int, int, int]:

@@ -16,38 +16,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.ingest import ParseResult, parse_files
+from pipelines.ingest import ParseResult
 from pipelines.reading import discover_files
-from pipelines.rules import load_rules
+from tests.helpers import parse, write
 
-RULES = load_rules()
-INGESTED_AT = datetime(2024, 6, 1, 12, 0, 0)
 KEY_COLUMNS = ["order_id", "status", "placed_at", "net_amount", "currency", "email", "items"]
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def write(root: Path, rel: str, content: str | bytes) -> Path:
-    """Write `content` exactly (no newline translation) at `root/rel`."""
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    return path
-
-
-def parse(root: Path, **kwargs) -> ParseResult:
-    files, _ = discover_files(root)
-    result = parse_files(files, RULES, run_id="test", ingested_at=INGESTED_AT, document_salt="salt", **kwargs)
-    assert_conserved(result)
-    return result
-
-
-def assert_conserved(result: ParseResult) -> None:
-    for row in result.files.iter_rows(named=True):
-        assert row["records_read"] == row["records_accepted"] + row["records_quarantined"], row
-    assert result.files["records_accepted"].sum() == result.events.height
-    assert result.files["records_quarantined"].sum() == result.quarantine.height
 
 
 def file_row(result: ParseResult, path: str) -> dict:
