@@ -57,6 +57,7 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
                     f"this run     {this_run[0]} file(s) ingested: {this_run[1]} records read, "
                     f"{this_run[2]} accepted, {this_run[3]} quarantined"
                 )
+                _say_quarantined(con, outcome.run_id, say)
                 total = _rows(
                     con,
                     """select count(*), coalesce(sum(records_read), 0), coalesce(sum(records_accepted), 0),
@@ -102,6 +103,24 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
             say(f"FAILED step  {error}")
         if not outcome.failed_checks and not outcome.errors:
             say("FAILED       the run did not complete")
+
+
+QUARANTINE_EXAMPLES = 5
+
+
+def _say_quarantined(con, run_id: str, say) -> None:
+    """Which file and record caused each quarantine of this run: the first few, and the query for the rest."""
+    examples = _rows(
+        con,
+        """select source_file, record_locator, reason_code, reason, count(*) over () as n
+           from core.quarantine where run_id = ?
+           order by source_file, record_index limit ?""",
+        [run_id, QUARANTINE_EXAMPLES],
+    )
+    for path, locator, code, reason, _ in examples:
+        say(f"  quarantined {path} {locator}: {code} ({reason})")
+    if examples and examples[0][4] > len(examples):
+        say(f"  ... {examples[0][4] - len(examples)} more: select * from core.quarantine where run_id = '{run_id}'")
 
 
 def _say_marts(con, rules: Rules, say) -> None:
