@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,76 @@ def check_objects(frame: pl.DataFrame, order_by: str = "record_index") -> pl.Dat
             order by {order_by}
             """
         ).pl()
-    return checked
+    return _strict(checked)
+
+
+# Deeper than this is not an order (and Python's parser would hit its recursion limit at a depth that depends
+# on the caller's stack): such a record does not parse, the same way in every run.
+MAX_DEPTH = 256
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]|"', re.DOTALL)  # a whole string, a bracket, a comma
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> None:
+    raise _NotStrict(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _NotStrict(f"duplicate key {json.dumps(duplicate, ensure_ascii=False)}")
+    return record
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def strict_json_error(text: str) -> str | None:
+    """Why `text` is not strict JSON (RFC 8259), or None. DuckDB's reader also takes trailing commas, NaN and
+    Infinity, and keeps the first of duplicate keys where other readers keep the last: such a record is
+    ambiguous, so it is quarantined as malformed rather than read one way."""
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    try:
+        json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except _NotStrict as exc:
+        return f"not valid JSON: {exc}"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at character {exc.pos}"
+    except RecursionError:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    return None
+
+
+def _strict(checked: pl.DataFrame) -> pl.DataFrame:
+    """Records DuckDB took as JSON objects, checked again by a strict parser (one pass in Python: DuckDB has no
+    strict mode, and its json_tree would cost more than this)."""
+    texts = checked["json_text"].to_list()
+    errors = [None if text is None else strict_json_error(text) for text in texts]
+    if not any(errors):
+        return checked
+    return (
+        checked.with_columns(pl.Series("strict_error", errors, dtype=pl.String))
+        .with_columns(
+            pl.when(pl.col("strict_error").is_null()).then(pl.col("json_text")).alias("json_text"),
+            pl.coalesce("parse_error", "strict_error").alias("parse_error"),
+        )
+        .drop("strict_error")
+    )
 
 
 def _split_lines(file: RawFile, text: str) -> pl.DataFrame:
@@ -207,12 +277,30 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
+def _element_end(text: str, pos: int) -> int | None:
+    """Where the array element at `pos` ends when it does not parse: before the first ',' or ']' outside every
+    string and bracket; None when the text ends first (an unterminated string or bracket: truncated)."""
+    depth = 0
+    for match in _TOKEN.finditer(text, pos):
+        token = match.group()
+        if token == '"':
+            return None
+        if token in ("[", "{"):
+            depth += 1
+        elif token in (",", "]") and depth == 0:
+            return len(text[pos : match.start()].rstrip(_WS)) + pos
+        elif token in ("]", "}"):
+            depth = max(depth - 1, 0)
+    return None
+
+
 def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int]], int | None, int | None]:
     """Spans of the elements of the JSON array whose '[' is at `start`, verbatim.
 
-    Returns the spans parsed; when the array breaks off (truncated or malformed), the offset where the
-    unparseable rest begins, so that rest can be quarantined whole instead of lost; else the offset just
-    after its closing ']'.
+    An element that does not parse (or has text after it) spans up to the next ',' or ']' outside strings and
+    brackets: one bad record, and the elements after it are still read. Returns the spans; when the array
+    breaks off (truncated), the offset where the unparseable rest begins, so that rest can be quarantined whole
+    instead of lost; else the offset just after its closing ']'.
     """
     spans: list[tuple[int, int]] = []
     pos = _skip_ws(text, start + 1)
@@ -221,8 +309,18 @@ def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int]], int |
     while True:
         try:
             _, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return spans, pos, None
+        except (json.JSONDecodeError, RecursionError):
+            end = None
+        if end is None or (_skip_ws(text, end) < len(text) and text[_skip_ws(text, end)] not in ",]"):
+            end = _element_end(text, pos)
+            if end is None:
+                return spans, pos, None
+            if end == pos:  # a stray ',' (`[a,,b]`, `[a,]`): no record text, nothing to keep
+                pos = _skip_ws(text, end)
+                if text[pos] == ",":
+                    pos = _skip_ws(text, pos + 1)
+                    continue
+                return spans, None, pos + 1
         spans.append((pos, end))
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
@@ -238,7 +336,7 @@ def _envelope_array(text: str, start: int) -> tuple[int | None, int | None]:
     and the offset just after the envelope when it parses whole (None when it is truncated or malformed)."""
     try:
         value, end = _DECODER.raw_decode(text, start)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value, end = None, None
     if value is not None and not (isinstance(value, dict) and isinstance(value.get("orders"), list)):
         return None, None
@@ -251,7 +349,7 @@ def _orders_member(text: str, start: int) -> int | None:
     while pos < len(text) and text[pos] == '"':
         try:
             key, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
         pos = _skip_ws(text, pos)
         if pos >= len(text) or text[pos] != ":":
@@ -261,7 +359,7 @@ def _orders_member(text: str, start: int) -> int | None:
             return pos
         try:
             _, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return None
         pos = _skip_ws(text, pos)
         if pos < len(text) and text[pos] == ",":
@@ -315,6 +413,9 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
         return _frame(file, [], [], [], [])
     except csv.Error as exc:
         raise UnreadableFile(f"{file.rel_path}: CSV header does not parse: {exc}") from exc
+    conflict = _header_conflict(header)
+    item_column = ITEM_COLUMNS[file.source]
+    item_at = next((j for j, name in enumerate(header) if name.strip() == item_column), None)
     locators: list[str] = []
     raws: list[str] = []
     rows: list[list[str] | None] = []
@@ -339,6 +440,13 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
         if row is not None and len(row) != len(header):
             error = f"CSV row has {len(row)} fields where the header has {len(header)}"
             row = None
+        if row is not None and conflict:
+            error, row = conflict, None
+        if row is not None and item_at is not None and row[item_at].strip():
+            # DuckDB would read the cell leniently (a trailing comma dropped without a word): strict, as a line is
+            item_error = strict_json_error(row[item_at])
+            if item_error:
+                error, row = f"the item list column {item_column} is {item_error}", None
         locators.append(f"line {first_line}")
         raws.append(raw)
         rows.append(row)
@@ -356,6 +464,22 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
         if jsons[i] is None and errors[i] is None:
             errors[i] = f"the item list column {ITEM_COLUMNS[file.source]} is not valid JSON"
     return _frame(file, locators, raws, jsons, errors)
+
+
+def _header_conflict(header: list[str]) -> str | None:
+    """A header naming one field twice (`email,email`, or `billing` beside `billing.city`) makes every row
+    ambiguous: which cell is the field? Unnamed columns are ignored, as unknown ones are."""
+    names = [name.strip() for name in header if name.strip()]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return f"the CSV header has column {name} twice"
+        seen.add(name)
+    prefixes = {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 1)}
+    nested = sorted(seen & prefixes)
+    if nested:
+        return f"the CSV header has column {nested[0]} and columns nested under it"
+    return None
 
 
 def _sql_string(value: str) -> str:

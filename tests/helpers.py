@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shutil
 from datetime import datetime
 from functools import cache
@@ -81,3 +84,47 @@ def assert_conserved(result: ParseResult) -> None:
     assert set(result.quarantine["reason_code"]) <= set(REASON_CODES)
     assert result.quarantine["raw_record"].null_count() == 0
     assert result.quarantine["reason"].null_count() == 0
+
+
+def seed_records(source: str) -> list[dict]:
+    """Every record of the seed files of `source` (objects, arrays, `{"orders": [...]}` envelopes), in file order."""
+    records: list[dict] = []
+    for path in sorted((SEEDS / source).iterdir()):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(document, dict) and isinstance(document.get("orders"), list):
+            records += document["orders"]
+        elif isinstance(document, list):
+            records += document
+        else:
+            records.append(document)
+    return records
+
+
+def flatten(record: dict, item_column: str, prefix: str = "") -> dict[str, str]:
+    """A CSV row: nested objects as dotted columns, the item list (and any list) as JSON text, scalars as text."""
+    row: dict[str, str] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if (key == item_column and not prefix) or isinstance(value, list):
+            row[name] = json.dumps(value)
+        elif isinstance(value, dict):
+            row.update(flatten(value, item_column, prefix=f"{name}."))
+        elif value is None:
+            row[name] = ""
+        elif isinstance(value, bool):
+            row[name] = "true" if value else "false"
+        else:
+            row[name] = str(value)
+    return row
+
+
+def to_csv(records: list[dict], item_column: str) -> str:
+    rows = [flatten(r, item_column) for r in records]
+    header: list[str] = []
+    for row in rows:
+        header += [k for k in row if k not in header]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

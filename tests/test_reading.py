@@ -5,9 +5,7 @@ Each test writes small raw files under `tmp_path/<source>/...`, then runs `disco
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +16,7 @@ import pytest
 
 from pipelines.ingest import ParseResult
 from pipelines.reading import discover_files
-from tests.helpers import parse, write
+from tests.helpers import parse, to_csv, write
 
 KEY_COLUMNS = ["order_id", "status", "placed_at", "net_amount", "currency", "email", "items"]
 
@@ -34,36 +32,6 @@ def file_row(result: ParseResult, path: str) -> dict:
 
 def key_values(result: ParseResult) -> list[dict]:
     return result.events.select(KEY_COLUMNS).to_dicts()
-
-
-def flatten(record: dict, item_column: str, prefix: str = "") -> dict[str, str]:
-    """A CSV row: nested objects as dotted columns, the item list as JSON text, JSON scalars as text."""
-    row: dict[str, str] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if key == item_column and not prefix:
-            row[name] = json.dumps(value)
-        elif isinstance(value, dict):
-            row.update(flatten(value, item_column, prefix=f"{name}."))
-        elif value is None:
-            row[name] = ""
-        elif isinstance(value, bool):
-            row[name] = "true" if value else "false"
-        else:
-            row[name] = str(value)
-    return row
-
-
-def to_csv(records: list[dict], item_column: str) -> str:
-    rows = [flatten(r, item_column) for r in records]
-    header: list[str] = []
-    for row in rows:
-        header += [k for k in row if k not in header]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 # --- one order per source, in the shapes of the seeds ---------------------------------------------
