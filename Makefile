@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 SAMPLE_ORDERS ?= 20000
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup run test lint dagster clean
+.PHONY: setup run test lint dagster clean bench
 
 MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project -type f -not -path '*/target/*' -not -path '*/logs/*' 2>/dev/null)
@@ -38,6 +38,11 @@ lint: setup
 
 dagster: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# Per-stage wall time, peak RSS and rows/s on ORDERS generated orders, against DuckDB's floor (issue #6).
+ORDERS ?= 1000000
+bench: setup
+	$(VENV)/bin/loyalty bench --orders $(ORDERS)
 
 clean:
 	rm -rf data/warehouse data/exports

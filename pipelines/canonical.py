@@ -25,6 +25,11 @@ class Canonical:
 
 def build_canonical(events: pl.DataFrame, rules: Rules) -> Canonical:
     orders, items = merge_orders(events, rules)
+    return with_customers(events, orders, items)
+
+
+def with_customers(events: pl.DataFrame, orders: pl.DataFrame, items: pl.DataFrame) -> Canonical:
+    """Merged orders and lines with each order's customer (identity resolution) and the customers table."""
     order_customer, _ = resolve(events)
     orders = conform(orders.drop("customer_id").join(order_customer, on="order_id", how="left"), ORDER_COLUMNS)
     customers = build_customers(events, order_customer)

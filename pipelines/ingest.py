@@ -85,22 +85,17 @@ def parse_source(records: pl.DataFrame, module: ModuleType, rules: Rules) -> tup
     return events, pl.concat([malformed, rejected], how="vertical_relaxed")
 
 
-def parse_files(
-    files: list[RawFile],
-    rules: Rules,
-    *,
-    run_id: str,
-    ingested_at: datetime,
-    document_salt: str,
-    retry: pl.DataFrame | None = None,
-    known_orders: pl.Series | None = None,
-) -> ParseResult:
-    """Parse and validate `files` (in processing order); nothing read is lost.
+@dataclass
+class ReadResult:
+    """Every record of a batch of files (plus records to retry), in processing order, before validation."""
 
-    `retry` holds quarantined `unknown_order` records (quarantine rows) to try again now that more orders may
-    have arrived; `known_orders` are the order ids that already have a full order in the warehouse. A status
-    update whose order is in neither the warehouse nor this batch is quarantined as `unknown_order`.
-    """
+    records: pl.DataFrame
+    file_rows: list[dict]
+    errors: list[str]
+
+
+def read_files(files: list[RawFile], retry: pl.DataFrame | None = None) -> ReadResult:
+    """Split `files` (in processing order) into records, JSON texts checked; unreadable files are reported."""
     record_frames: list[pl.DataFrame] = []
     file_rows: list[dict] = []
     errors: list[str] = []
@@ -146,7 +141,49 @@ def parse_files(
     records = records.with_row_index("rid").with_columns(pl.col("rid").cast(pl.Int64))
     if records.height:
         records = check_objects(records, order_by="rid")
+    return ReadResult(records=records, file_rows=file_rows, errors=errors)
 
+
+def parse_files(
+    files: list[RawFile],
+    rules: Rules,
+    *,
+    run_id: str,
+    ingested_at: datetime,
+    document_salt: str,
+    retry: pl.DataFrame | None = None,
+    known_orders: pl.Series | None = None,
+) -> ParseResult:
+    """Parse and validate `files` (in processing order); nothing read is lost.
+
+    `retry` holds quarantined `unknown_order` records (quarantine rows) to try again now that more orders may
+    have arrived; `known_orders` are the order ids that already have a full order in the warehouse. A status
+    update whose order is in neither the warehouse nor this batch is quarantined as `unknown_order`.
+    """
+    read = read_files(files, retry)
+    return validate_records(
+        read,
+        rules,
+        run_id=run_id,
+        ingested_at=ingested_at,
+        document_salt=document_salt,
+        retry=retry,
+        known_orders=known_orders,
+    )
+
+
+def validate_records(
+    read: ReadResult,
+    rules: Rules,
+    *,
+    run_id: str,
+    ingested_at: datetime,
+    document_salt: str,
+    retry: pl.DataFrame | None = None,
+    known_orders: pl.Series | None = None,
+) -> ParseResult:
+    """Field extraction and the sources' quarantine rules over records read by `read_files`."""
+    records, file_rows, errors = read.records, read.file_rows, read.errors
     event_frames, quarantine_frames = [], []
     for source, module in SOURCE_MODULES.items():
         of_source = records.filter(pl.col("source") == source)

@@ -5,20 +5,31 @@ Each step opens the warehouse once (DuckDB has one writer) and writes its tables
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 
 from pipelines import warehouse
-from pipelines.canonical import build_canonical
-from pipelines.ingest import parse_files
+from pipelines.canonical import with_customers
+from pipelines.ingest import read_files, validate_records
+from pipelines.merge import merge_orders
 from pipelines.reading import discover_files
 from pipelines.rules import Rules
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# `loyalty bench` times the parts of a step through this hook; a normal run passes nothing.
+Stage = Callable[[str], AbstractContextManager]
+
+
+def _no_stage(name: str) -> AbstractContextManager:
+    return contextlib.nullcontext()
 
 
 def value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
@@ -45,81 +56,98 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def ingest(settings: Settings, rules: Rules, run_id: str) -> IngestReport:
+def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_stage) -> IngestReport:
     """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files."""
-    files, warnings = discover_files(settings.raw_dir)
-    now = now_utc()
+    with stage("read"):
+        files, warnings = discover_files(settings.raw_dir)
+        now = now_utc()
     with warehouse.connect(settings.warehouse) as con:
-        warehouse.ensure_core(con)
-        seen = con.sql("select path, sha256 from core.ingest_files").pl()
-        seen_sha = set(seen["sha256"].to_list())
-        seen_pairs = set(zip(seen["path"].to_list(), seen["sha256"].to_list(), strict=True))
-        new, again, copies = [], [], []
-        for f in files:
-            if f.sha256 not in seen_sha:
-                new.append(f)
-                seen_sha.add(f.sha256)
-            elif (f.rel_path, f.sha256) in seen_pairs:
-                again.append(f)
-            else:
-                copies.append(f)
-        retry = warehouse.read_table(con, "quarantine", "reason_code = 'unknown_order'")
-        known = con.sql("select distinct order_id from core.order_events where record_kind = 'order'").pl()["order_id"]
-        for f in new:
-            log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
-        result = parse_files(
-            new,
-            rules,
-            run_id=run_id,
-            ingested_at=now,
-            document_salt=settings.document_salt,
-            retry=retry,
-            known_orders=known,
-        )
-        for message in result.errors:
-            log.warning("unreadable file: %s", message)
-        copy_rows = pl.DataFrame(
-            {
-                "path": [f.rel_path for f in copies],
-                "source": [f.source for f in copies],
-                "sha256": [f.sha256 for f in copies],
-                "size_bytes": [f.size_bytes for f in copies],
-                "records_read": [0] * len(copies),
-                "records_accepted": [0] * len(copies),
-                "records_quarantined": [0] * len(copies),
-                "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
-                "first_ingested_at": [now] * len(copies),
-                "last_ingested_at": [now] * len(copies),
-            },
-            schema=warehouse.CORE_TABLES["ingest_files"],
-        )
-        events = result.events
-        quarantine = result.quarantine
-        with warehouse.transaction(con):
-            warehouse.append(con, "order_events", events)
-            if retry.height:
-                con.execute("delete from core.quarantine where reason_code = 'unknown_order'")
-            warehouse.append(con, "quarantine", quarantine)
-            warehouse.append(con, "ingest_files", pl.concat([result.files, copy_rows]))
-            if again:
-                seen_again = pl.DataFrame({"path": [f.rel_path for f in again], "sha256": [f.sha256 for f in again]})  # noqa: F841
-                con.execute(
-                    "update core.ingest_files f set last_ingested_at = ? from seen_again s "
-                    "where f.path = s.path and f.sha256 = s.sha256",
-                    [now],
-                )
-            if retry.height:
-                # Re-admitted records move from quarantined to accepted in their file's counts.
-                con.execute(
-                    """
-                    update core.ingest_files f set
-                        records_accepted = (select count(*) from core.order_events e
-                                            where e.source_file = f.path and e.file_sha256 = f.sha256),
-                        records_quarantined = (select count(*) from core.quarantine q
-                                               where q.source_file = f.path and q.file_sha256 = f.sha256)
-                    where f.records_read > 0 and f.path in (select source_file from retry)
-                    """
-                )
+        with stage("read"):
+            warehouse.ensure_core(con)
+            seen = con.sql("select path, sha256 from core.ingest_files").pl()
+            seen_sha = set(seen["sha256"].to_list())
+            seen_pairs = set(zip(seen["path"].to_list(), seen["sha256"].to_list(), strict=True))
+            new, again, copies = [], [], []
+            for f in files:
+                if f.sha256 not in seen_sha:
+                    new.append(f)
+                    seen_sha.add(f.sha256)
+                elif (f.rel_path, f.sha256) in seen_pairs:
+                    again.append(f)
+                else:
+                    copies.append(f)
+            retry = warehouse.read_table(con, "quarantine", "reason_code = 'unknown_order'")
+            known = con.sql("select distinct order_id from core.order_events where record_kind = 'order'").pl()[
+                "order_id"
+            ]
+            for f in new:
+                log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
+            read = read_files(new, retry)
+        with stage("validate"):
+            result = validate_records(
+                read,
+                rules,
+                run_id=run_id,
+                ingested_at=now,
+                document_salt=settings.document_salt,
+                retry=retry,
+                known_orders=known,
+            )
+            for message in result.errors:
+                log.warning("unreadable file: %s", message)
+            copy_rows = pl.DataFrame(
+                {
+                    "path": [f.rel_path for f in copies],
+                    "source": [f.source for f in copies],
+                    "sha256": [f.sha256 for f in copies],
+                    "size_bytes": [f.size_bytes for f in copies],
+                    "records_read": [0] * len(copies),
+                    "records_accepted": [0] * len(copies),
+                    "records_quarantined": [0] * len(copies),
+                    "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
+                    "first_ingested_at": [now] * len(copies),
+                    "last_ingested_at": [now] * len(copies),
+                },
+                schema=warehouse.CORE_TABLES["ingest_files"],
+            )
+            events = result.events
+            quarantine = result.quarantine
+            # A retried record whose outcome is the same (still unknown_order) keeps its quarantine row as it was:
+            # a run that finds nothing new changes no row (idempotency). Only the retried records whose outcome
+            # changed are deleted and written again (re-admitted as events, or quarantined for another reason).
+            record_key = ["file_sha256", "record_index"]
+            unchanged = (
+                quarantine.join(retry.select(record_key), on=record_key, how="semi")
+                .filter(pl.col("reason_code") == "unknown_order")
+                .select(record_key)
+            )
+            quarantine = quarantine.join(unchanged, on=record_key, how="anti")
+            resolved = retry.join(unchanged, on=record_key, how="anti").select("source_file", *record_key)
+            with warehouse.transaction(con):
+                warehouse.append(con, "order_events", events)
+                if resolved.height:
+                    con.execute(
+                        "delete from core.quarantine q using resolved r where q.reason_code = 'unknown_order' "
+                        "and q.file_sha256 = r.file_sha256 and q.record_index = r.record_index"
+                    )
+                warehouse.append(con, "quarantine", quarantine)
+                warehouse.append(con, "ingest_files", pl.concat([result.files, copy_rows]))
+                if resolved.height:
+                    # Re-admitted records move from quarantined to accepted in their file's counts; those files'
+                    # last_ingested_at says when their records were last ingested. Files seen again unchanged are
+                    # not touched.
+                    con.execute(
+                        """
+                        update core.ingest_files f set
+                            records_accepted = (select count(*) from core.order_events e
+                                                where e.source_file = f.path and e.file_sha256 = f.sha256),
+                            records_quarantined = (select count(*) from core.quarantine q
+                                                   where q.source_file = f.path and q.file_sha256 = f.sha256),
+                            last_ingested_at = ?
+                        where f.records_read > 0 and f.sha256 in (select file_sha256 from resolved)
+                        """,
+                        [now],
+                    )
     counted = result.quarantine.filter(pl.col("file_sha256").is_in([f.sha256 for f in new]))
     return IngestReport(
         files_seen=len(files),
@@ -144,16 +172,19 @@ class CanonicalReport:
     customers: int
 
 
-def rebuild_canonical(settings: Settings, rules: Rules) -> CanonicalReport:
+def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> CanonicalReport:
     """Rebuild core.orders, core.order_items and core.customers from every accepted event."""
     with warehouse.connect(settings.warehouse) as con:
         warehouse.ensure_core(con)
-        events = warehouse.read_table(con, "order_events")
-        canonical = build_canonical(events, rules)
-        with warehouse.transaction(con):
-            warehouse.replace(con, "orders", canonical.orders)
-            warehouse.replace(con, "order_items", canonical.order_items)
-            warehouse.replace(con, "customers", canonical.customers)
+        with stage("merge"):
+            events = warehouse.read_table(con, "order_events")
+            orders, items = merge_orders(events, rules)
+        with stage("identity"):
+            canonical = with_customers(events, orders, items)
+            with warehouse.transaction(con):
+                warehouse.replace(con, "orders", canonical.orders)
+                warehouse.replace(con, "order_items", canonical.order_items)
+                warehouse.replace(con, "customers", canonical.customers)
     return CanonicalReport(
         orders=canonical.orders.height,
         orders_by_status=value_counts(canonical.orders, "status"),

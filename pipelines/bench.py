@@ -1,0 +1,431 @@
+"""`loyalty bench`: how long each stage of a full run takes on N generated orders, against a floor.
+
+The floor is DuckDB reading and parsing every raw byte once (same thread count as the pipeline's DuckDB): no
+pipeline can ingest the files faster than that, so `total ÷ floor` is a machine-independent figure of merit
+that can be compared across commits (the JSON written by each run). Wall times on a shared machine are noisy;
+the ratio much less so.
+
+Stages run the same functions as the Dagster assets (pipelines/runs.py), through the warehouse, in this order:
+read (discover and sha256 the files, split them into records, check each record is one JSON object), validate
+(field extraction, the sources' quarantine rules, ids, writing core.order_events / quarantine / ingest_files),
+merge (events → orders and lines), identity (customers, the canonical tables written), ledger, CLV (before dbt:
+the lifetime-value mart reads it), dbt (`dbt build` in a subprocess, as dagster-dbt runs it) and exports (every
+segment in every format). Dagster's own step overhead is not included.
+
+Peak RSS per stage: the process's high-water mark (VmHWM), reset before each stage (/proc/self/clear_refs);
+for dbt, the child process's peak (RUSAGE_CHILDREN). Where the reset is not allowed, a sampling thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pipelines.settings import DBT_PROJECT_DIR, PROJECT_ROOT
+
+STAGES = ("read", "validate", "merge", "identity", "ledger", "clv", "dbt", "exports")
+DEFAULT_DATA_DIR = Path("/tmp/loyalty-bench")
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+
+
+@dataclass
+class StageFigures:
+    name: str
+    wall_s: float = 0.0
+    peak_rss_bytes: int = 0
+    rows: int = 0
+    rows_label: str = ""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class BenchResult:
+    orders: int
+    seed: int
+    git_sha: str
+    started_at: str
+    threads: int
+    cpus: int
+    duckdb_version: str
+    raw_files: int
+    raw_bytes: int
+    records: int
+    stages: list[StageFigures]
+    floor_s: float
+    floor_records: int
+    total_s: float = 0.0
+    peak_rss_bytes: int = 0
+    generate_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.total_s / self.floor_s if self.floor_s > 0 else float("inf")
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["stages"] = [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in self.stages]
+        out["ratio"] = round(self.ratio, 2)
+        out["total_rows_per_s"] = round(self.records / self.total_s, 1) if self.total_s else 0.0
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _status_kib(field_name: str, pid: str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Sampler:
+    """Polls VmRSS where the high-water mark cannot be reset."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.peak_kib = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, _status_kib("VmRSS"))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, _status_kib("VmRSS"))
+
+
+class StageClock:
+    """Accumulates wall time and peak RSS per stage name (a stage may be entered more than once)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, StageFigures] = {name: StageFigures(name) for name in STAGES}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[StageFigures]:
+        figures = self.stages.setdefault(name, StageFigures(name))
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        resettable = _reset_high_water_mark()
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            sampler = None if resettable else stack.enter_context(_Sampler())
+            yield figures
+        figures.wall_s += time.perf_counter() - start
+        peak_kib = _status_kib("VmHWM") if resettable else sampler.peak_kib  # type: ignore[union-attr]
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if children_after > children_before:  # a child (dbt) reached a new high during this stage
+            peak_kib = max(peak_kib, children_after)
+        figures.peak_rss_bytes = max(figures.peak_rss_bytes, peak_kib * 1024)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def dataset_dir(data_dir: Path, orders: int, seed: int) -> Path:
+    return Path(data_dir) / f"orders-{orders}-seed-{seed}"
+
+
+def ensure_data(data_dir: Path, orders: int, seed: int) -> tuple[Path, float | None]:
+    """The raw directory of N generated orders, generated once per (N, seed); seconds spent generating."""
+    from pipelines.generate import generate
+
+    root = dataset_dir(data_dir, orders, seed)
+    raw, done = root / "raw", root / "raw.complete"
+    if done.exists():
+        return raw, None
+    shutil.rmtree(raw, ignore_errors=True)
+    start = time.perf_counter()
+    generate(raw, orders=orders, seed=seed)
+    elapsed = time.perf_counter() - start
+    done.write_text(f"generated {orders} orders with seed {seed} in {elapsed:.1f} s\n")
+    return raw, elapsed
+
+
+# ---------------------------------------------------------------------------------------------- floor
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    return name.rsplit(".", 1)[-1]
+
+
+def _csv_header(path: Path) -> str:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
+        return handle.readline().removeprefix("\ufeff").rstrip("\r\n")
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def floor_seconds(paths: list[Path], threads: int) -> tuple[float, int]:
+    """DuckDB reading and parsing every raw file once: JSON documents parsed (yyjson), CSV rows split into
+    their columns, each value hashed so that nothing is skipped. One query per file format (per CSV header,
+    so that no per-file sniffing counts). Returns (seconds, records)."""
+    import duckdb
+
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in paths:
+        kind = _kind(path)
+        if kind == "csv":
+            groups[("csv", _csv_header(path))].append(str(path))
+        else:
+            groups[("ndjson" if kind in ("ndjson", "jsonl") else "json", "")].append(str(path))
+    con = duckdb.connect()
+    try:
+        con.execute(f"set threads = {int(threads)}")
+        con.execute("set enable_progress_bar = false")
+        start = time.perf_counter()
+        records = 0
+        for (kind, header), files in sorted(groups.items()):
+            if kind == "ndjson":
+                query = (
+                    "select count(*), sum(hash(json)) from "
+                    "read_json_objects(?, format = 'newline_delimited', ignore_errors = true)"
+                )
+            elif kind == "json":
+                query = (
+                    "select count(*), sum(hash(json)) from read_json_objects(?, format = 'auto', ignore_errors = true)"
+                )
+            else:
+                names = next(csv.reader([header])) if header else []
+                if not names:
+                    continue
+                columns = "{" + ", ".join(f"{_sql_text(n)}: 'VARCHAR'" for n in names) + "}"
+                query = (
+                    "select count(*), sum(hash(columns(*))) from read_csv(?, header = true, auto_detect = false, "
+                    f"delim = ',', quote = '\"', escape = '\"', columns = {columns}, "
+                    "ignore_errors = true, strict_mode = false, null_padding = true)"
+                )
+            records += con.execute(query, [files]).fetchone()[0]
+        return time.perf_counter() - start, records
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "pipelines"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_dbt(settings, rules, work: Path) -> None:
+    """`dbt build` as the dbt asset runs it (same vars, no unit tests), in its own process."""
+    from pipelines.defs.dbt import dbt_vars  # noqa: PLC0415 (imports dagster: only here)
+
+    dbt = Path(sys.executable).parent / "dbt"
+    variables = dbt_vars(settings.as_of.isoformat(), rules)
+    env = {**os.environ, "LOYALTY_WAREHOUSE": str(settings.warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    log_file = work / "dbt.log"
+    command = [
+        str(dbt),
+        "build",
+        "--vars",
+        json.dumps(variables),
+        "--exclude",
+        "resource_type:unit_test",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(work / "dbt-target"),
+        "--log-path",
+        str(work / "dbt-logs"),
+    ]
+    with log_file.open("w") as out:
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"dbt build failed (exit {done.returncode}); see {log_file}:\n{tail}")
+
+
+def run_bench(
+    orders: int,
+    *,
+    seed: int = 42,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    threads: int | None = None,
+    progress=None,
+) -> BenchResult:
+    """Generate (once) and run every stage on N orders in a fresh warehouse; then the floor."""
+    import duckdb
+
+    from pipelines import runs, warehouse
+    from pipelines.exports import FORMATS, export_segments, known_segments
+    from pipelines.generate import DEFAULT_END_DATE
+    from pipelines.reading import discover_files
+    from pipelines.rules import load_rules
+    from pipelines.settings import Settings
+
+    say = progress or (lambda message: None)
+    threads = threads or os.cpu_count() or 1
+    started = datetime.now(UTC)
+    say(f"data: {orders} orders (seed {seed}) under {data_dir}")
+    raw, generate_s = ensure_data(data_dir, orders, seed)
+    work = dataset_dir(data_dir, orders, seed) / "run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    settings = Settings.resolve(
+        raw_dir=str(raw),
+        warehouse=str(work / "loyalty.duckdb"),
+        as_of=_as_of(DEFAULT_END_DATE),
+        exports_dir=str(work / "exports"),
+    )
+    rules = load_rules(None)
+    clock = StageClock()
+    figures = clock.stages
+
+    say("ingest (read, validate)")
+    report = runs.ingest(settings, rules, run_id="bench", stage=clock)
+    figures["read"].rows, figures["read"].rows_label = report.records_read, "records"
+    figures["validate"].rows, figures["validate"].rows_label = report.records_read, "records"
+    say("canonical (merge, identity)")
+    canonical = runs.rebuild_canonical(settings, rules, stage=clock)
+    figures["merge"].rows, figures["merge"].rows_label = report.records_accepted, "events"
+    figures["identity"].rows, figures["identity"].rows_label = canonical.orders, "orders"
+    say("ledger")
+    with clock("ledger"):
+        points = runs.compute_points(settings, rules)
+    figures["ledger"].rows, figures["ledger"].rows_label = canonical.orders, "orders"
+    say("lifetime value")
+    with clock("clv"):
+        clv = runs.fit_lifetime_value(settings, rules)
+    figures["clv"].rows, figures["clv"].rows_label = clv.customers, "customers"
+    say("dbt build")
+    with clock("dbt"):
+        run_dbt(settings, rules, work)
+    figures["dbt"].rows, figures["dbt"].rows_label = canonical.orders, "orders"
+    say("exports")
+    written = 0
+    with clock("exports"), warehouse.connect(settings.warehouse, read_only=True) as con:
+        segments = known_segments(con)
+        for fmt in FORMATS:
+            written += export_segments(con, segments, fmt, settings.exports_dir / f"all-segments.{fmt}.csv").written
+    figures["exports"].rows, figures["exports"].rows_label = written, "contacts"
+
+    say("floor (DuckDB reads every raw file once)")
+    files, _ = discover_files(raw)
+    floor_s, floor_records = floor_seconds([f.path for f in files], threads)
+
+    stages = [figures[name] for name in STAGES] + [f for name, f in figures.items() if name not in STAGES]
+    result = BenchResult(
+        orders=orders,
+        seed=seed,
+        git_sha=_git_sha(),
+        started_at=started.isoformat(timespec="seconds"),
+        threads=threads,
+        cpus=os.cpu_count() or 1,
+        duckdb_version=duckdb.__version__,
+        raw_files=len(files),
+        raw_bytes=sum(f.size_bytes for f in files),
+        records=report.records_read,
+        stages=stages,
+        floor_s=floor_s,
+        floor_records=floor_records,
+        total_s=sum(s.wall_s for s in stages),
+        peak_rss_bytes=max(s.peak_rss_bytes for s in stages),
+        generate_s=generate_s,
+        notes=[
+            f"ledger entries {points.entries}, customers {canonical.customers}, "
+            f"quarantined {report.records_quarantined}"
+        ],
+    )
+    return result
+
+
+def _as_of(day: date) -> str:
+    return day.isoformat()
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def format_table(result: BenchResult) -> str:
+    lines = [
+        f"loyalty bench: {result.orders:,} orders, {result.records:,} records in {result.raw_files:,} files "
+        f"({_size(result.raw_bytes)}), {result.threads} threads, commit {result.git_sha}",
+        "",
+        f"{'stage':<10} {'wall s':>9} {'peak RSS':>10} {'rows':>12} {'rows/s':>12}  unit",
+    ]
+    for s in result.stages:
+        lines.append(
+            f"{s.name:<10} {s.wall_s:>9.1f} {_size(s.peak_rss_bytes):>10} {s.rows:>12,} {s.rows_per_s:>12,.0f}  "
+            f"{s.rows_label}"
+        )
+    lines += [
+        f"{'total':<10} {result.total_s:>9.1f} {_size(result.peak_rss_bytes):>10} {result.records:>12,} "
+        f"{result.records / result.total_s if result.total_s else 0:>12,.0f}  records",
+        f"{'floor':<10} {result.floor_s:>9.1f} {'':>10} {result.floor_records:>12,} "
+        f"{result.floor_records / result.floor_s if result.floor_s else 0:>12,.0f}  records (DuckDB, every byte once)",
+        "",
+        f"total / floor = {result.ratio:.1f}x; peak RSS {_size(result.peak_rss_bytes)}",
+    ]
+    return "\n".join(lines)
+
+
+def default_json_path(result: BenchResult) -> Path:
+    day = result.started_at[:10]
+    return RESULTS_DIR / f"{day}-{result.git_sha}-{result.orders}.json"
+
+
+def write_json(result: BenchResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return path
