@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="file to write")
     export.add_argument("--warehouse", help="DuckDB file (LOYALTY_WAREHOUSE; default data/warehouse/loyalty.duckdb)")
 
+    report = commands.add_parser("report", help="write the HTML report and one PNG per chart from the marts")
+    report.add_argument("--warehouse", help="DuckDB file (LOYALTY_WAREHOUSE; default data/warehouse/loyalty.duckdb)")
+    report.add_argument("--out", help="output directory (default <LOYALTY_REPORTS_DIR or data/reports>/<as-of>)")
+    report.add_argument("--as-of", help="as-of date YYYY-MM-DD the marts were built for (default: theirs)")
+
     bench = commands.add_parser("bench", help="time every stage on N generated orders against a DuckDB floor")
     bench.add_argument("--orders", type=_positive_int, required=True, help="number of orders to generate")
     bench.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -144,6 +149,50 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    import duckdb
+
+    from pipelines import report, warehouse
+    from pipelines.rules import RulesError, load_rules
+    from pipelines.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.resolve(warehouse=args.warehouse)
+        rules = load_rules(settings.rules)
+        as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    except (SettingsError, RulesError) as exc:
+        raise UsageError(str(exc)) from exc
+    except ValueError:
+        raise UsageError(f"as-of date {args.as_of!r} is not YYYY-MM-DD") from None
+    if not settings.warehouse.is_file():
+        raise UsageError(f"warehouse {settings.warehouse} does not exist: run `loyalty run` first or set --warehouse")
+    try:
+        with warehouse.connect(settings.warehouse, read_only=True) as con:
+            built_as_of = report.warehouse_as_of(con)
+            default_out = settings.reports_dir / str(as_of or built_as_of or datetime.now(UTC).date())
+            out = Path(args.out) if args.out else default_out
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"--out {out} is a file, not a directory")
+            result = report.build_report(con, out, as_of, rules=rules)
+    except report.ReportError as exc:
+        raise UsageError(str(exc)) from exc
+    except duckdb.IOException as exc:  # another process (a run) holds the write lock: a failure, not bad usage
+        print(
+            f"loyalty report: cannot open {settings.warehouse} read-only ({exc}): wait for the run to finish, "
+            f"or point --warehouse at the published copy {settings.published_warehouse}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if built_as_of is None:
+        print(f"loyalty report: {settings.warehouse} holds no marts yet: every chart says no data", file=sys.stderr)
+    print(f"report       {result.html}  (as of {result.as_of})")
+    for chart in result.charts:
+        print(f"  chart      {chart.png}" + ("  (no data)" if chart.empty else ""))
+    return EXIT_OK
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pipelines.bench import default_json_path, format_table, run_bench, write_json
 
@@ -164,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with usage on a malformed option
-    handlers = {"run": _cmd_run, "generate": _cmd_generate, "export": _cmd_export, "bench": _cmd_bench}
+    handlers = {
+        "run": _cmd_run,
+        "generate": _cmd_generate,
+        "export": _cmd_export,
+        "report": _cmd_report,
+        "bench": _cmd_bench,
+    }
     try:
         return handlers[args.command](args)
     except UsageError as exc:

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from pipelines.defs import dbt, ingest, ledger, lifetime_value, schedules
+from pipelines.defs import dbt, ingest, ledger, lifetime_value, report, schedules
 from pipelines.defs.resources import LoyaltySettings
 
 defs = dg.Definitions(
-    assets=[*ingest.assets, *ledger.assets, *lifetime_value.assets, *dbt.assets],
+    assets=[*ingest.assets, *ledger.assets, *lifetime_value.assets, *dbt.assets, *report.assets],
     asset_checks=[*ingest.asset_checks, *ledger.asset_checks],
     jobs=[schedules.daily_job],
     schedules=schedules.schedules,
