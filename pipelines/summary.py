@@ -135,15 +135,18 @@ def _say_marts(con, rules: Rules, say) -> None:
         say("segments     " + ", ".join(f"{segment} {n}" for segment, n in segments))
     points = _rows(
         con,
-        """select coalesce(sum(earned + bonus), 0), coalesce(sum(redeemed), 0), coalesce(sum(expired), 0)
+        """select coalesce(sum(earned), 0), coalesce(sum(bonus), 0), coalesce(sum(redeemed), 0),
+                  coalesce(sum(expired), 0)
            from marts.points_redemption""",
     )[0]
     outstanding = _rows(con, "select coalesce(sum(greatest(balance, 0)), 0) from core.customer_points")[0][0]
-    earned, redeemed, expired = points
+    earned, bonus, redeemed, expired = points
+    # SPEC §6 (marts.points_redemption): redemption rate = redeemed ÷ earned, breakage = expired ÷ earned.
     rate = f"{redeemed / earned:.1%}" if earned else "n/a"
     breakage = f"{expired / earned:.1%}" if earned else "n/a"
     liability = outstanding / float(rules.redeem.points_per_unit)
     say(
-        f"points       earned {earned}, redeemed {redeemed} (redemption rate {rate}), expired {expired} "
-        f"(breakage {breakage}), outstanding {outstanding} = {liability:,.2f} {rules.reporting_currency} liability"
+        f"points       earned {earned} (+ bonus {bonus}), redeemed {redeemed} (redemption rate {rate}), "
+        f"expired {expired} (breakage {breakage}), outstanding {outstanding} = {liability:,.2f} "
+        f"{rules.reporting_currency} liability"
     )
