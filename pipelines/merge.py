@@ -5,7 +5,8 @@
 - Later non-null fields win: a record patches the order and never blanks a field it does not carry.
 - Status is monotonic over `abandoned < pending < delivered < cancelled`; `source_status` is the source's own
   word for the status the order ends in.
-- `placed_at` is the first placement time seen: an eSputnik re-send's `date` is the time of its new status.
+- `placed_at` is the earliest placement time seen: an eSputnik re-send's `date` is the time of its new status,
+  and a re-send may arrive in a file processed before the original's.
 - Items come from the latest record that carried an item list.
 - A re-sent identical record (same content, whatever file it came in) is applied once: it stays in
   `core.order_events` as the record of its arrival, but changes no order.
@@ -43,7 +44,7 @@ def merge_orders(events: pl.DataFrame, rules: Rules) -> tuple[pl.DataFrame, pl.D
     final_rank = pl.col("status_rank").max()
     merged = ordered.group_by("order_id").agg(
         *patched,
-        pl.col("placed_at").drop_nulls().first().alias("placed_at"),
+        pl.col("placed_at").min().alias("placed_at"),
         final_rank.alias("status_rank"),
         pl.col("source_status").filter(pl.col("status_rank") == final_rank).drop_nulls().last().alias("source_status"),
         pl.col("source_file").last().alias("source_file"),
