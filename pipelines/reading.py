@@ -409,6 +409,8 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
     reader = csv.reader(lines)
     try:
         header = next(reader)
+        while not any(cell.strip() for cell in header):  # blank lines before the header are not the header
+            header = next(reader)
     except StopIteration:
         return _frame(file, [], [], [], [])
     except csv.Error as exc:

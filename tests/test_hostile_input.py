@@ -19,9 +19,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipelines.canonical import build_canonical
 from pipelines.ingest import ParseResult
 from pipelines.reading import ITEM_COLUMNS, MAX_DEPTH
-from tests.helpers import parse, seed_records, to_csv, write
+from tests.helpers import default_rules, parse, seed_records, to_csv, write
 
 SOURCES = ("brevo", "bonifiq", "esputnik")
 KINDS = ("json", "ndjson", "csv", "json.gz", "ndjson.gz", "csv.gz")
@@ -447,6 +448,37 @@ def test_empty_files_hold_no_records(tmp_path: Path) -> None:
         if malformed:
             (row,) = quarantined(result, path).values()
             assert (row["reason_code"], row["raw_record"]) == ("malformed_json", "[]")
+
+
+def test_blank_lines_before_a_csv_header_are_not_the_header(tmp_path: Path) -> None:
+    """Found by the fuzzer: an empty first line made a header of no columns, and DuckDB stopped the run."""
+    text = to_csv([order("esputnik", "A"), order("esputnik", "B")], "items")
+    result = run(tmp_path, {"esputnik/blank_first.csv": "\r\n  \n" + text, "esputnik/blank_only.csv": "\n\n , \n"})
+    assert accepted_ids(result, "esputnik/blank_first.csv") == ["A", "B"]
+    assert counts(result, "esputnik/blank_only.csv") == (0, 0, 0)
+
+
+# --- items without a count ------------------------------------------------------------------------
+
+
+def test_an_item_without_a_quantity_is_quarantined_not_a_failed_run(tmp_path: Path) -> None:
+    """Found by the fuzzer: a Brevo or BonifiQ item without a quantity was accepted, then core.order_items
+    (quantity > 0, not null) refused the whole batch. Not a positive integer: invalid_quantity. eSputnik
+    requires the field (SPEC §2.3): missing_required_field."""
+    files, quantity_key = {}, {"brevo": "quantity", "bonifiq": "Quantity", "esputnik": "quantity"}
+    for source in SOURCES:
+        without, null = order(source, "NONE"), order(source, "NULL")
+        del items_of(without, source)[0][quantity_key[source]]
+        items_of(null, source)[0][quantity_key[source]] = None
+        files[f"{source}/qty.ndjson"] = text_of("ndjson", source, [order(source, "A"), without, null])
+    result = run(tmp_path, files)
+    for source in SOURCES:
+        rows = quarantined(result, f"{source}/qty.ndjson")
+        code = "missing_required_field" if source == "esputnik" else "invalid_quantity"
+        assert {loc: r["reason_code"] for loc, r in rows.items()} == {"line 2": code, "line 3": code}
+        assert all("quantity" in r["reason"].lower() for r in rows.values())
+    canonical = build_canonical(result.events, default_rules())
+    assert canonical.order_items["quantity"].min() > 0
 
 
 # --- fields and columns nobody asked for ----------------------------------------------------------

@@ -328,10 +328,13 @@ def quantity_ok(quantity: str = "quantity") -> pl.Expr:
 
 
 def quantity_rule() -> Rule:
+    """An item without a quantity is not a line of goods either: core.order_items needs a positive count."""
     return Rule(
         "invalid_quantity",
-        pl.col("quantity").is_null() | quantity_ok(),
-        pl.format("quantity {} is not a positive integer", pl.col("quantity__text")),
+        quantity_ok().fill_null(False),
+        pl.when(pl.col("quantity__text").is_null())
+        .then(pl.lit("quantity is missing: not a positive integer"))
+        .otherwise(pl.format("quantity {} is not a positive integer", pl.col("quantity__text"))),
     )
 
 
