@@ -46,6 +46,7 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 class StageFigures:
     name: str
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # user + system, every thread, and child processes (dbt): steadier than wall time
     peak_rss_bytes: int = 0
     rows: int = 0
     rows_label: str = ""
@@ -69,8 +70,10 @@ class BenchResult:
     records: int
     stages: list[StageFigures]
     floor_s: float
+    floor_cpu_s: float
     floor_records: int
     total_s: float = 0.0
+    total_cpu_s: float = 0.0
     peak_rss_bytes: int = 0
     generate_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -79,10 +82,15 @@ class BenchResult:
     def ratio(self) -> float:
         return self.total_s / self.floor_s if self.floor_s > 0 else float("inf")
 
+    @property
+    def cpu_ratio(self) -> float:
+        return self.total_cpu_s / self.floor_cpu_s if self.floor_cpu_s > 0 else float("inf")
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["stages"] = [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in self.stages]
         out["ratio"] = round(self.ratio, 2)
+        out["cpu_ratio"] = round(self.cpu_ratio, 2)
         out["total_rows_per_s"] = round(self.records / self.total_s, 1) if self.total_s else 0.0
         return out
 
@@ -99,6 +107,12 @@ def _status_kib(field_name: str, pid: str = "self") -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _reset_high_water_mark() -> bool:
@@ -144,11 +158,12 @@ class StageClock:
         figures = self.stages.setdefault(name, StageFigures(name))
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         resettable = _reset_high_water_mark()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         with contextlib.ExitStack() as stack:
             sampler = None if resettable else stack.enter_context(_Sampler())
             yield figures
         figures.wall_s += time.perf_counter() - start
+        figures.cpu_s += cpu_seconds() - cpu_start
         peak_kib = _status_kib("VmHWM") if resettable else sampler.peak_kib  # type: ignore[union-attr]
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if children_after > children_before:  # a child (dbt) reached a new high during this stage
@@ -197,10 +212,10 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def floor_seconds(paths: list[Path], threads: int) -> tuple[float, int]:
+def floor_seconds(paths: list[Path], threads: int) -> tuple[float, float, int]:
     """DuckDB reading and parsing every raw file once: JSON documents parsed (yyjson), CSV rows split into
     their columns, each value hashed so that nothing is skipped. One query per file format (per CSV header,
-    so that no per-file sniffing counts). Returns (seconds, records)."""
+    so that no per-file sniffing counts). Returns (wall seconds, CPU seconds, records)."""
     import duckdb
 
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -214,7 +229,7 @@ def floor_seconds(paths: list[Path], threads: int) -> tuple[float, int]:
     try:
         con.execute(f"set threads = {int(threads)}")
         con.execute("set enable_progress_bar = false")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         records = 0
         for (kind, header), files in sorted(groups.items()):
             if kind == "ndjson":
@@ -237,7 +252,7 @@ def floor_seconds(paths: list[Path], threads: int) -> tuple[float, int]:
                     "ignore_errors = true, strict_mode = false, null_padding = true)"
                 )
             records += con.execute(query, [files]).fetchone()[0]
-        return time.perf_counter() - start, records
+        return time.perf_counter() - start, cpu_seconds() - cpu_start, records
     finally:
         con.close()
 
@@ -298,9 +313,14 @@ def run_bench(
     seed: int = 42,
     data_dir: Path = DEFAULT_DATA_DIR,
     threads: int | None = None,
+    skip: frozenset[str] = frozenset(),
     progress=None,
 ) -> BenchResult:
-    """Generate (once) and run every stage on N orders in a fresh warehouse; then the floor."""
+    """Generate (once) and run every stage on N orders in a fresh warehouse; then the floor.
+
+    `skip` may hold `dbt` (and then `exports`, which read the marts): the total then leaves them out, and the
+    notes say so.
+    """
     import duckdb
 
     from pipelines import runs, warehouse
@@ -327,40 +347,56 @@ def run_bench(
     rules = load_rules(None)
     clock = StageClock()
     figures = clock.stages
+    skip = frozenset(skip) | ({"exports"} if "dbt" in skip else frozenset())
+
+    def done(*names: str) -> None:
+        for name in names:
+            f = figures[name]
+            say(f"  {name:<9} {f.wall_s:8.1f} s wall {f.cpu_s:8.1f} s CPU {_size(f.peak_rss_bytes):>9}")
 
     say("ingest (read, validate)")
     report = runs.ingest(settings, rules, run_id="bench", stage=clock)
     figures["read"].rows, figures["read"].rows_label = report.records_read, "records"
     figures["validate"].rows, figures["validate"].rows_label = report.records_read, "records"
+    done("read", "validate")
     say("canonical (merge, identity)")
     canonical = runs.rebuild_canonical(settings, rules, stage=clock)
     figures["merge"].rows, figures["merge"].rows_label = report.records_accepted, "events"
     figures["identity"].rows, figures["identity"].rows_label = canonical.orders, "orders"
+    done("merge", "identity")
     say("ledger")
     with clock("ledger"):
         points = runs.compute_points(settings, rules)
     figures["ledger"].rows, figures["ledger"].rows_label = canonical.orders, "orders"
+    done("ledger")
     say("lifetime value")
     with clock("clv"):
         clv = runs.fit_lifetime_value(settings, rules)
     figures["clv"].rows, figures["clv"].rows_label = clv.customers, "customers"
-    say("dbt build")
-    with clock("dbt"):
-        run_dbt(settings, rules, work)
-    figures["dbt"].rows, figures["dbt"].rows_label = canonical.orders, "orders"
-    say("exports")
-    written = 0
-    with clock("exports"), warehouse.connect(settings.warehouse, read_only=True) as con:
-        segments = known_segments(con)
-        for fmt in FORMATS:
-            written += export_segments(con, segments, fmt, settings.exports_dir / f"all-segments.{fmt}.csv").written
-    figures["exports"].rows, figures["exports"].rows_label = written, "contacts"
+    done("clv")
+    if "dbt" not in skip:
+        say("dbt build")
+        with clock("dbt"):
+            run_dbt(settings, rules, work)
+        figures["dbt"].rows, figures["dbt"].rows_label = canonical.orders, "orders"
+        done("dbt")
+    if "exports" not in skip:
+        say("exports")
+        written = 0
+        with clock("exports"), warehouse.connect(settings.warehouse, read_only=True) as con:
+            segments = known_segments(con)
+            for fmt in FORMATS:
+                target = settings.exports_dir / f"all-segments.{fmt}.csv"
+                written += export_segments(con, segments, fmt, target).written
+        figures["exports"].rows, figures["exports"].rows_label = written, "contacts"
+        done("exports")
 
     say("floor (DuckDB reads every raw file once)")
     files, _ = discover_files(raw)
-    floor_s, floor_records = floor_seconds([f.path for f in files], threads)
+    floor_s, floor_cpu_s, floor_records = floor_seconds([f.path for f in files], threads)
 
-    stages = [figures[name] for name in STAGES] + [f for name, f in figures.items() if name not in STAGES]
+    stages = [figures[name] for name in STAGES if name not in skip]
+    stages += [f for name, f in figures.items() if name not in STAGES]
     result = BenchResult(
         orders=orders,
         seed=seed,
@@ -374,13 +410,16 @@ def run_bench(
         records=report.records_read,
         stages=stages,
         floor_s=floor_s,
+        floor_cpu_s=floor_cpu_s,
         floor_records=floor_records,
         total_s=sum(s.wall_s for s in stages),
+        total_cpu_s=sum(s.cpu_s for s in stages),
         peak_rss_bytes=max(s.peak_rss_bytes for s in stages),
         generate_s=generate_s,
         notes=[
             f"ledger entries {points.entries}, customers {canonical.customers}, "
-            f"quarantined {report.records_quarantined}"
+            f"quarantined {report.records_quarantined}",
+            *([f"skipped: {', '.join(sorted(skip))} (not in the total)"] if skip else []),
         ],
     )
     return result
@@ -402,20 +441,21 @@ def format_table(result: BenchResult) -> str:
         f"loyalty bench: {result.orders:,} orders, {result.records:,} records in {result.raw_files:,} files "
         f"({_size(result.raw_bytes)}), {result.threads} threads, commit {result.git_sha}",
         "",
-        f"{'stage':<10} {'wall s':>9} {'peak RSS':>10} {'rows':>12} {'rows/s':>12}  unit",
+        f"{'stage':<10} {'wall s':>9} {'CPU s':>9} {'peak RSS':>10} {'rows':>12} {'rows/s':>12}  unit",
     ]
     for s in result.stages:
         lines.append(
-            f"{s.name:<10} {s.wall_s:>9.1f} {_size(s.peak_rss_bytes):>10} {s.rows:>12,} {s.rows_per_s:>12,.0f}  "
-            f"{s.rows_label}"
+            f"{s.name:<10} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {_size(s.peak_rss_bytes):>10} {s.rows:>12,} "
+            f"{s.rows_per_s:>12,.0f}  {s.rows_label}"
         )
     lines += [
-        f"{'total':<10} {result.total_s:>9.1f} {_size(result.peak_rss_bytes):>10} {result.records:>12,} "
-        f"{result.records / result.total_s if result.total_s else 0:>12,.0f}  records",
-        f"{'floor':<10} {result.floor_s:>9.1f} {'':>10} {result.floor_records:>12,} "
+        f"{'total':<10} {result.total_s:>9.1f} {result.total_cpu_s:>9.1f} {_size(result.peak_rss_bytes):>10} "
+        f"{result.records:>12,} {result.records / result.total_s if result.total_s else 0:>12,.0f}  records",
+        f"{'floor':<10} {result.floor_s:>9.1f} {result.floor_cpu_s:>9.1f} {'':>10} {result.floor_records:>12,} "
         f"{result.floor_records / result.floor_s if result.floor_s else 0:>12,.0f}  records (DuckDB, every byte once)",
         "",
-        f"total / floor = {result.ratio:.1f}x; peak RSS {_size(result.peak_rss_bytes)}",
+        f"total / floor = {result.ratio:.1f}x wall, {result.cpu_ratio:.1f}x CPU; "
+        f"peak RSS {_size(result.peak_rss_bytes)}",
     ]
     return "\n".join(lines)
 

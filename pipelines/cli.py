@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", help="write the figures here (default bench/results/<date>-<commit>-<N>.json)")
     bench.add_argument("--threads", type=_positive_int, help="DuckDB threads of the floor (default: CPU count)")
+    bench.add_argument(
+        "--skip", nargs="+", choices=["dbt"], default=[], help="leave dbt (and the exports that need it) out"
+    )
     return parser
 
 
@@ -201,6 +204,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         data_dir=Path(args.data_dir),
         threads=args.threads,
+        skip=frozenset(args.skip),
         progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
     )
     print(format_table(result))

@@ -161,26 +161,38 @@ def check_objects(frame: pl.DataFrame, order_by: str = "record_index") -> pl.Dat
     """Mark records whose text is not one JSON object as unparseable (DuckDB validates whole columns).
 
     Run it once over the records of many files (ordered by `order_by`): its cost is per call, not per record.
+    Only the texts go to DuckDB and only their JSON type comes back (in input order): the record columns are
+    never copied, which at millions of records is gigabytes.
     """
+    if not frame[order_by].is_sorted():
+        frame = frame.sort(order_by)
+    texts = frame.select("json_text")  # noqa: F841 (read by DuckDB below)
     with scratch() as con:
-        checked = con.sql(
-            f"""
-            select * replace (
-                case when json_text is null then null
-                     when not json_valid(json_text) then null
-                     when json_type(json_text) <> 'OBJECT' then null
-                     else json_text end as json_text,
-                case when parse_error is not null then parse_error
-                     when json_text is null then 'empty record'
-                     when not json_valid(json_text) then 'not valid JSON'
-                     when json_type(json_text) <> 'OBJECT' then 'a ' || lower(json_type(json_text))
-                          || ' where an order object is due'
-                     else null end as parse_error
-            )
-            from frame
-            order by {order_by}
+        kinds = con.sql(
             """
-        ).pl()
+            select case when json_text is null then null
+                        when not json_valid(json_text) then 'INVALID'
+                        else json_type(json_text) end as kind
+            from texts
+            """
+        ).pl()["kind"]
+    kind = pl.col("__kind")
+    checked = (
+        frame.with_columns(kinds.alias("__kind"))
+        .with_columns(
+            pl.when(kind == "OBJECT").then(pl.col("json_text")).alias("json_text"),
+            pl.when(pl.col("parse_error").is_not_null())
+            .then(pl.col("parse_error"))
+            .when(pl.col("json_text").is_null())
+            .then(pl.lit("empty record"))
+            .when(kind == "INVALID")
+            .then(pl.lit("not valid JSON"))
+            .when(kind != "OBJECT")
+            .then(pl.format("a {} where an order object is due", kind.str.to_lowercase()))
+            .alias("parse_error"),
+        )
+        .drop("__kind")
+    )
     return _strict(checked)
 
 
@@ -239,8 +251,9 @@ def strict_json_error(text: str) -> str | None:
 def _strict(checked: pl.DataFrame) -> pl.DataFrame:
     """Records DuckDB took as JSON objects, checked again by a strict parser (one pass in Python: DuckDB has no
     strict mode, and its json_tree would cost more than this)."""
-    texts = checked["json_text"].to_list()
-    errors = [None if text is None else strict_json_error(text) for text in texts]
+    column, errors = checked["json_text"], []
+    for start in range(0, column.len(), 65_536):  # in slices: Python strings of every record at once cost GiBs
+        errors += [None if text is None else strict_json_error(text) for text in column.slice(start, 65_536)]
     if not any(errors):
         return checked
     return (
