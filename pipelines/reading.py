@@ -80,7 +80,9 @@ def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
     """Raw files under `<raw_dir>/<source>/**`, in processing order, and warnings about what was skipped.
 
     Order: by source, then lexicographic path inside the source (SPEC §2). Paths are resolved and must stay
-    inside the raw directory: a symlink that points elsewhere is skipped with a warning.
+    inside the raw directory: a symlink (to a file or a directory) that points elsewhere is skipped with a
+    warning; directory symlinks are never followed. A path that cannot be resolved (a symlink loop) or a file
+    that cannot be opened is skipped with a warning, not an error that stops the run.
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.exists():
@@ -97,11 +99,19 @@ def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
         found: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(source_dir, followlinks=False):
             dirnames.sort()
-            for name in filenames:
+            for name in dirnames:  # listed but not walked when they are symlinks: say so when they lead outside
+                path = Path(dirpath) / name
+                if path.is_symlink() and not _inside(path, root):
+                    warnings.append(f"{path.relative_to(root)}: skipped, it points outside the raw directory")
+            for name in sorted(filenames):
                 if not _is_raw_name(name):
                     continue
                 path = Path(dirpath) / name
-                resolved = path.resolve()
+                try:
+                    resolved = path.resolve()
+                except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+                    warnings.append(f"{path.relative_to(root)}: skipped, its path cannot be resolved: {exc}")
+                    continue
                 if not resolved.is_relative_to(root):
                     warnings.append(f"{path.relative_to(root)}: skipped, it points outside the raw directory")
                     continue
@@ -109,16 +119,20 @@ def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
                     continue
                 found.append((path.relative_to(root).as_posix(), resolved))
         for rel_path, resolved in sorted(found):
-            files.append(
-                RawFile(
-                    path=resolved,
-                    rel_path=rel_path,
-                    source=source,
-                    sha256=sha256_of(resolved),
-                    size_bytes=resolved.stat().st_size,
-                )
-            )
+            try:
+                sha256, size = sha256_of(resolved), resolved.stat().st_size
+            except OSError as exc:  # e.g. no permission to read it
+                warnings.append(f"{rel_path}: skipped, it cannot be opened: {exc.strerror or exc}")
+                continue
+            files.append(RawFile(path=resolved, rel_path=rel_path, source=source, sha256=sha256, size_bytes=size))
     return files, warnings
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
 
 
 class UnreadableFile(Exception):
