@@ -66,7 +66,8 @@ def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.Da
     """core.customers: contact data of each customer, latest non-null value first seen in processing order."""
     from pipelines.merge import processing_order
 
-    ordered = processing_order(events.join(order_customer, on="order_id", how="inner").lazy())
+    # Lazy from the start: only the columns used below are joined and sorted, not every event column.
+    ordered = processing_order(events.lazy().join(order_customer.lazy(), on="order_id", how="inner"))
     customers = ordered.group_by("customer_id").agg(
         *[
             pl.col(c).drop_nulls().last().alias(c)

@@ -134,7 +134,7 @@ def read_files(files: list[RawFile], retry: pl.DataFrame | None = None) -> ReadR
         )
     schema = {**RECORD_COLUMNS, "file_order": pl.Int32, "file_sha256": pl.String}
     records = (
-        pl.concat([f.select(list(schema)).cast(schema) for f in record_frames], how="vertical")
+        pl.concat([f.select(list(schema)).cast(schema) for f in record_frames], how="vertical", rechunk=False)
         if record_frames
         else pl.DataFrame(schema=schema)
     )
