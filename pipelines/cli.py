@@ -111,6 +111,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log_path = settings.warehouse.parent / "loyalty-run.log"
     outcome = run_pipeline(log_path=log_path)
     print_summary(settings, rules, outcome)
+    from pipelines.publish import docs_path
+
+    for asset, label, path in [
+        ("exports/segment_files", "exports", settings.exports_dir / settings.as_of.isoformat()),
+        ("docs/dbt_docs", "docs", docs_path(settings.warehouse)),
+        ("warehouse/published", "published", settings.published_warehouse),
+    ]:
+        print(f"{label:<12} {path}" + ("" if asset in outcome.materialized else " (not updated by this run)"))
     print(f"log          {log_path} (dbt's output)")
     return EXIT_OK if outcome.success else EXIT_FAILED
 

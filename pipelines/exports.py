@@ -16,10 +16,13 @@ a formula (starting with = + - @, a tab or a carriage return) get a leading apos
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from pipelines.atomic import staged_dir
 
 FORMATS = ("brevo", "esputnik", "klaviyo", "csv")
 _FORMULA_START = r"^[=+\-@\t\r]"  # what a spreadsheet may run as a formula
@@ -143,6 +146,40 @@ def export_segments(con, segments: list[str], fmt: str, out: Path) -> ExportResu
     separator = ";" if fmt == "brevo" else ","
     _write(shaped, out, separator)
     return ExportResult(path=out, written=shaped.height, skipped_without_contact=contacts.height - reachable.height)
+
+
+def segment_slug(segment: str) -> str:
+    """A segment's file name: lower-case a-z and 0-9 kept, each other run one `_` (Can't Lose Them: can_t_lose_them)."""
+    return re.sub(r"[^a-z0-9]+", "_", segment.lower()).strip("_")
+
+
+@dataclass
+class SegmentFiles:
+    folder: Path
+    files: list[Path]
+    contacts: dict[str, int]  # segment -> contacts written (the same in every format)
+    skipped_without_contact: dict[str, int]
+
+
+def export_all_segments(con, out_dir: Path) -> SegmentFiles:
+    """Every segment in every format as `<out_dir>/<format>/<segment_slug>.csv`, the folder replaced as a whole.
+
+    The files are written into a hidden folder beside `out_dir` and renamed into place at the end (replacing the
+    previous run's folder), so a marketer never picks up a day's files half-written or mixed with an older run's.
+    """
+    segments = known_segments(con)
+    slugs = {segment: segment_slug(segment) for segment in segments}
+    if len(set(slugs.values())) != len(slugs):
+        raise ValueError(f"segment names that differ only in punctuation or case would share a file: {segments}")
+    files, contacts, skipped = [], {}, {}
+    with staged_dir(out_dir) as staged:
+        for fmt in FORMATS:
+            for segment in segments:
+                result = export_segments(con, [segment], fmt, staged / fmt / f"{slugs[segment]}.csv")
+                files.append(out_dir / fmt / result.path.name)
+                contacts[segment] = result.written
+                skipped[segment] = result.skipped_without_contact
+    return SegmentFiles(folder=out_dir, files=files, contacts=contacts, skipped_without_contact=skipped)
 
 
 def _write(frame: pl.DataFrame, out: Path, separator: str) -> None:

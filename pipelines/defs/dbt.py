@@ -25,6 +25,8 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 dbt_project.prepare_if_dev()  # `dagster dev` re-parses; elsewhere `make setup` has written the manifest
 
 dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(_VENV_BIN) / "dbt"))
+# One target directory, reused by every run's dbt commands: dagster-dbt would otherwise leave one per command.
+DBT_TARGET_PATH = DBT_PROJECT_DIR / "target" / "run"
 
 
 # The marts should be at most a day old: the schedule runs daily at 02:00 UTC; 26 hours leave slack.
@@ -75,8 +77,7 @@ def loyalty_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, s
     # dbt unit tests check the models' logic against fixed inputs and the default vars: they run in `make test`
     # (tests/test_marts.py), not against production data with a shop's own rules.
     args = ["build", "--vars", json.dumps(variables), "--exclude", "resource_type:unit_test"]
-    # One target directory, reused: dagster-dbt would otherwise leave a new one behind for every run.
-    yield from dbt.cli(args, context=context, target_path=DBT_PROJECT_DIR / "target" / "run").stream()
+    yield from dbt.cli(args, context=context, target_path=DBT_TARGET_PATH).stream()
 
 
 assets = [loyalty_dbt_models]
