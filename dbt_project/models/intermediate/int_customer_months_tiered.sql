@@ -93,7 +93,6 @@ tier_changes as (
         tier_from,
         tier_to,
         changed_at,
-        lead(changed_at) over (partition by customer_id order by changed_at) as next_changed_at,
         row_number() over (partition by customer_id order by changed_at) as change_number
 
     from tier_history
@@ -129,12 +128,43 @@ member_months as (
     select
         members.customer_id,
         members.member_since,
-        months.month,
-        cast({{ dbt.dateadd('month', 1, 'months.month') }} as timestamp) as next_month_start
+        months.month
 
     from members
 
     inner join months on members.member_since <= months.month
+
+),
+
+tier_change_months as (
+
+    -- the month whose end a change counts for: its own, or the member's first month for earlier changes
+    select
+        tier_changes.customer_id,
+        greatest(
+            cast({{ dbt.date_trunc('month', 'tier_changes.changed_at') }} as date),
+            members.member_since
+        ) as month,
+        tier_changes.tier_to,
+        tier_changes.change_number
+
+    from tier_changes
+
+    inner join members on tier_changes.customer_id = members.customer_id
+
+),
+
+month_end_changes as (
+
+    -- the last change of the month sets the tier at its end
+    select
+        customer_id,
+        month,
+        arg_max(tier_to, change_number) as tier_to
+
+    from tier_change_months
+
+    group by customer_id, month
 
 ),
 
@@ -144,7 +174,16 @@ tiered as (
         member_months.customer_id,
         member_months.month,
         member_months.month = member_months.member_since as is_new_member,
-        coalesce(tier_changes.tier_to, starting_tiers.starting_tier) as tier,
+        coalesce(
+            -- the tier holds until the next month with a change: carry the last one forward (an equality
+            -- join and a window, not a range join of every month against every change of the member)
+            last_value(month_end_changes.tier_to ignore nulls) over (
+                partition by member_months.customer_id
+                order by member_months.month
+                rows between unbounded preceding and current row
+            ),
+            starting_tiers.starting_tier
+        ) as tier,
         starting_tiers.starting_tier
 
     from member_months
@@ -152,14 +191,10 @@ tiered as (
     inner join starting_tiers
         on member_months.customer_id = starting_tiers.customer_id
 
-    left join tier_changes
+    left join month_end_changes
         on
-            member_months.customer_id = tier_changes.customer_id
-            and tier_changes.changed_at < member_months.next_month_start
-            and (
-                tier_changes.next_changed_at is null
-                or tier_changes.next_changed_at >= member_months.next_month_start
-            )
+            member_months.customer_id = month_end_changes.customer_id
+            and member_months.month = month_end_changes.month
 
 ),
 
