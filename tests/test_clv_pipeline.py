@@ -51,6 +51,8 @@ def cdnow_raw(tmp_path):
 def test_cdnow_through_the_pipeline_reproduces_the_published_estimates(tmp_path, cdnow_raw, monkeypatch):
     for name in ENV.values():
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV["exports_dir"], str(tmp_path / "exports"))
+    monkeypatch.setenv(ENV["reports_dir"], str(tmp_path / "reports"))
     warehouse = tmp_path / "wh.duckdb"
     assert cli.main(["run", "--raw-dir", str(cdnow_raw), "--warehouse", str(warehouse), "--as-of", "1997-09-30"]) == 0
     with duckdb.connect(str(warehouse), read_only=True) as con:

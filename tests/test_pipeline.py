@@ -17,9 +17,12 @@ from tests.helpers import SEEDS
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
+def _clean_env(monkeypatch, tmp_path):
     for name in ENV.values():
         monkeypatch.delenv(name, raising=False)
+    # The daily exports and the report land beside each test's warehouse, never in the repository's data/.
+    monkeypatch.setenv(ENV["exports_dir"], str(tmp_path / "exports"))
+    monkeypatch.setenv(ENV["reports_dir"], str(tmp_path / "reports"))
     yield
 
 
