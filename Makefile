@@ -45,4 +45,4 @@ bench: setup
 	$(VENV)/bin/loyalty bench --orders $(ORDERS)
 
 clean:
-	rm -rf data/warehouse data/exports
+	rm -rf data/warehouse data/exports data/reports

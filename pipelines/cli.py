@@ -115,6 +115,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     for asset, label, path in [
         ("exports/segment_files", "exports", settings.exports_dir / settings.as_of.isoformat()),
+        ("reports/loyalty_report", "report", settings.reports_dir / settings.as_of.isoformat() / "report.html"),
         ("docs/dbt_docs", "docs", docs_path(settings.warehouse)),
         ("warehouse/published", "published", settings.published_warehouse),
     ]:
