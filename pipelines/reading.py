@@ -256,7 +256,7 @@ def strict_json_error(text: str) -> str | None:
     except _NotStrict as exc:
         return f"not valid JSON: {exc}"
     except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg} at character {exc.pos}"
+        return f"not valid JSON: {exc.msg} (character {exc.pos})"
     except RecursionError:
         return f"nested deeper than {MAX_DEPTH} levels"
     return None
