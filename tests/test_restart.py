@@ -144,3 +144,27 @@ def test_a_run_killed_at_any_point_then_run_again_gives_the_clean_result(world, 
     run(world["all"], home)
     assert differences(world["clean"], snapshot(warehouse_of(home), ignore=RUN_COLUMNS)) == []
     assert differences(world["clean"], snapshot(published_of(home), ignore=RUN_COLUMNS)) == []
+
+
+def test_the_same_records_arriving_in_the_opposite_order_give_the_same_marts(world, tmp_path):
+    """Issue #7: order of arrival does not matter. The generated files are renamed so that they are processed
+    last-first (the processing order follows paths), in one run; every mart equals the clean result's, but for
+    the columns that record which file came last (see tests/test_permutations.py)."""
+    from tests.test_permutations import PROCESSING_ORDER_DEPENDENT
+
+    reversed_raw = tmp_path / "raw"
+    files = sorted(p for p in world["all"].rglob("*") if p.is_file())
+    for rank, path in enumerate(reversed(files)):
+        relative = path.relative_to(world["all"])
+        target = reversed_raw / relative.parts[0] / f"{rank:05d}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    home = tmp_path / "home"
+    run(reversed_raw, home)
+
+    ignore = RUN_COLUMNS | set(PROCESSING_ORDER_DEPENDENT) | {"source_file", "path", "record_locator"}
+    ours = snapshot(warehouse_of(home), ignore=ignore)
+    clean = snapshot(warehouse_of(world["clean_home"]), ignore=ignore)
+    marts = [t for t in clean if t.startswith("marts.")]
+    assert marts
+    assert differences({t: clean[t] for t in marts}, {t: ours.get(t) for t in marts}) == []
