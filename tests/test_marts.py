@@ -29,6 +29,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from tests.helpers import query
 from tests.test_dbt_project import CORE_COLUMNS, MART_MODELS, create_core, run_dbt_build
 
 AS_OF = "2024-12-31"
@@ -240,11 +241,6 @@ def marts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], f
     started = time.monotonic()
     results = run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF})
     return warehouse, results, time.monotonic() - started
-
-
-def query(warehouse: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 def test_build_runs_every_mart_with_its_tests(marts: tuple[Path, list[dict], float]) -> None:

@@ -21,6 +21,7 @@ from pipelines import cli, report
 from pipelines.generate import generate
 from pipelines.rules import load_rules
 from pipelines.settings import ENV
+from tests.helpers import query
 
 AS_OF = date(2026, 10, 31)  # the generator's last day of orders
 CHARTS = ["rfm_grid", "segment_sizes", "tier_migration", "points_redemption", "order_value_trend", "lifetime_value"]
@@ -61,11 +62,6 @@ def _clean_env(monkeypatch, tmp_path):
     for name in ENV.values():
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(ENV["reports_dir"], str(tmp_path / "reports"))  # never the repository's data/reports
-
-
-def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        return con.execute(sql, params or []).fetchall()
 
 
 def png_size(path: Path) -> tuple[int, int]:
