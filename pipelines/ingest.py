@@ -14,7 +14,15 @@ from types import ModuleType
 import polars as pl
 
 from pipelines import hashing
-from pipelines.reading import RECORD_COLUMNS, RawFile, UnreadableFile, check_objects, read_records
+from pipelines.reading import (
+    RECORD_COLUMNS,
+    CsvPending,
+    RawFile,
+    UnreadableFile,
+    check_objects,
+    finish_csv,
+    split_records,
+)
 from pipelines.rules import Rules
 from pipelines.schemas import (
     EVENT_COLUMNS,
@@ -39,6 +47,9 @@ class ParseResult:
     errors: list[str]
     retried: int = 0
     readmitted: int = 0
+    # Status updates held back as `unknown_order` (also in `quarantine`), as the events they would be: a caller
+    # that reads more files in later batches admits those whose order arrived after all.
+    held: pl.DataFrame | None = None
 
 
 def _quarantine_rows(records: pl.DataFrame, code: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
@@ -94,9 +105,14 @@ class ReadResult:
     errors: list[str]
 
 
+def _with_file(frame: pl.DataFrame, order: int, sha256: str) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(order, pl.Int32).alias("file_order"), pl.lit(sha256).alias("file_sha256"))
+
+
 def read_files(files: list[RawFile], retry: pl.DataFrame | None = None) -> ReadResult:
     """Split `files` (in processing order) into records, JSON texts checked; unreadable files are reported."""
-    record_frames: list[pl.DataFrame] = []
+    record_frames: list[pl.DataFrame | None] = []
+    pending: list[tuple[int, CsvPending]] = []  # CSV files: JSON texts rebuilt together, one query per header
     file_rows: list[dict] = []
     errors: list[str] = []
     for order, file in enumerate(files):
@@ -109,15 +125,19 @@ def read_files(files: list[RawFile], retry: pl.DataFrame | None = None) -> ReadR
             "file_order": order,
         }
         try:
-            frame = read_records(file, check=False)
+            frame = split_records(file)
         except UnreadableFile as exc:
             row["error"] = str(exc)
             errors.append(str(exc))
             frame = pl.DataFrame(schema=RECORD_COLUMNS)
         file_rows.append(row)
-        record_frames.append(
-            frame.with_columns(pl.lit(order, pl.Int32).alias("file_order"), pl.lit(file.sha256).alias("file_sha256"))
-        )
+        if isinstance(frame, CsvPending):
+            pending.append((order, frame))
+            record_frames.append(None)
+        else:
+            record_frames.append(_with_file(frame, order, file.sha256))
+    for (order, _), frame in zip(pending, finish_csv([p for _, p in pending]), strict=True):
+        record_frames[order] = _with_file(frame, order, files[order].sha256)
     if retry is not None and retry.height:
         record_frames.append(
             retry.select(
@@ -195,7 +215,7 @@ def validate_records(
 
     keys = records.select("rid", "source", "source_file", "record_locator", "record_index", "file_sha256")
     events = _finish_events(event_frames, keys, run_id, ingested_at, document_salt)
-    events, orphans = _split_orphans(events, records, known_orders)
+    events, orphans, held = _split_orphans(events, records, known_orders)
     quarantine = _finish_quarantine([*quarantine_frames, orphans], run_id, ingested_at)
 
     counted = records.filter(pl.col("file_order") >= 0)
@@ -232,13 +252,17 @@ def validate_records(
         errors=errors,
         retried=0 if retry is None else retry.height,
         readmitted=events.join(records.filter(pl.col("file_order") < 0).select("rid"), on="rid").height,
+        held=conform(held, EVENT_COLUMNS),
     )
 
 
 def _split_orphans(
     events: pl.DataFrame, records: pl.DataFrame, known_orders: pl.Series | None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Hold back status updates for orders that never arrived (decided once all files are read)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Hold back status updates for orders that never arrived (decided once all files are read).
+
+    Returns the events admitted, the quarantine rows of those held back, and the held-back events themselves.
+    """
     full_orders = events.filter(pl.col("record_kind") == "order").select("order_id")
     if known_orders is not None and known_orders.len():
         full_orders = pl.concat([full_orders, known_orders.alias("order_id").to_frame()])
@@ -249,7 +273,7 @@ def _split_orphans(
         pl.lit("unknown_order"),
         pl.format("status update for order {} that never arrived", pl.col("order_id")),
     )
-    return events.filter(~orphan), quarantined
+    return events.filter(~orphan), quarantined, events.filter(orphan)
 
 
 def _finish_events(

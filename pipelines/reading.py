@@ -429,7 +429,19 @@ def _split_json(file: RawFile, text: str) -> pl.DataFrame:
     return _frame(file, locators, raws, jsons, errors)
 
 
-def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
+@dataclass
+class CsvPending:
+    """A CSV file split into records whose JSON texts are still to be rebuilt from `cells` (rows `good`):
+    `finish_csv` rebuilds those of many files with one query per header."""
+
+    frame: pl.DataFrame
+    good: list[int]
+    cells: pl.DataFrame
+    header: list[str]
+    source: str
+
+
+def _split_csv(file: RawFile, text: str) -> pl.DataFrame | CsvPending:
     # The reader and the raw texts share one split into physical lines ('\n', '\r\n' or '\r', as the csv
     # module sees them): str.splitlines would also split at U+2028, U+0085, ... inside fields.
     lines = io.StringIO(text, newline="").readlines()
@@ -485,14 +497,39 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame:
     good = [i for i, r in enumerate(rows) if r is not None]
     columns = {f"c{j}": [rows[i][j] for i in good] for j in range(len(header))}  # type: ignore[index]
     cells = pl.DataFrame(columns, schema={f"c{j}": pl.String for j in range(len(header))})
-    json_of_good = _rows_to_json(cells, header, ITEM_COLUMNS[file.source])
-    jsons: list[str | None] = [None] * len(raws)
-    for i, value in zip(good, json_of_good, strict=True):
-        jsons[i] = value
-    for i in range(len(raws)):
-        if jsons[i] is None and errors[i] is None:
-            errors[i] = f"the item list column {ITEM_COLUMNS[file.source]} is not valid JSON"
-    return _frame(file, locators, raws, jsons, errors)
+    frame = _frame(file, locators, raws, [None] * len(raws), errors)
+    return CsvPending(frame=frame, good=good, cells=cells, header=header, source=file.source)
+
+
+def finish_csv(pending: list[CsvPending]) -> list[pl.DataFrame]:
+    """The record frames of `pending` CSV files, JSON texts rebuilt: one DuckDB query per distinct header."""
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for n, p in enumerate(pending):
+        groups.setdefault((p.source, tuple(p.header)), []).append(n)
+    rebuilt: dict[int, pl.Series] = {}
+    for (source, header), members in groups.items():
+        cells = pl.concat([pending[n].cells for n in members], how="vertical")
+        texts = _rows_to_json(cells, list(header), ITEM_COLUMNS[source]) if cells.height else None
+        offset = 0
+        for n in members:
+            size = pending[n].cells.height
+            rebuilt[n] = texts.slice(offset, size) if texts is not None else pl.Series([], dtype=pl.String)
+            offset += size
+    frames = []
+    for n, p in enumerate(pending):
+        jsons = pl.Series("json_text", [None] * p.frame.height, dtype=pl.String)
+        if p.good:
+            jsons = jsons.scatter(p.good, rebuilt[n])
+        bad_items = f"the item list column {ITEM_COLUMNS[p.source]} is not valid JSON"
+        frames.append(
+            p.frame.with_columns(jsons).with_columns(
+                pl.when(pl.col("json_text").is_null() & pl.col("parse_error").is_null())
+                .then(pl.lit(bad_items))
+                .otherwise(pl.col("parse_error"))
+                .alias("parse_error")
+            )
+        )
+    return frames
 
 
 def _header_conflict(header: list[str]) -> str | None:
@@ -515,7 +552,7 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> list[str | None]:
+def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> pl.Series:
     """Rebuild nested JSON objects from CSV cells: dotted names nest, the item column is parsed JSON.
 
     Empty cells are absent fields (JSON null; a nested object with no cell filled is null as a whole), which
@@ -566,8 +603,19 @@ def _rows_to_json(cells: pl.DataFrame, header: list[str], item_column: str) -> l
     with scratch() as con:
         rendered = con.sql(
             f"select case when {bad_items} then null else ({render(tree)})::varchar end as j from cells"
-        ).fetchall()
-    return [row[0] for row in rendered]
+        ).pl()
+    return rendered["j"].cast(pl.String)
+
+
+def split_records(file: RawFile) -> pl.DataFrame | CsvPending:
+    """Split one raw file into records (a CSV file's JSON texts still to rebuild with `finish_csv`); raises
+    UnreadableFile when the file as a whole cannot be read."""
+    text = read_text(file)
+    if file.kind in ("ndjson", "jsonl"):
+        return _split_lines(file, text)
+    if file.kind == "json":
+        return _split_json(file, text)
+    return _split_csv(file, text)
 
 
 def read_records(file: RawFile, *, check: bool = True) -> pl.DataFrame:
@@ -575,13 +623,9 @@ def read_records(file: RawFile, *, check: bool = True) -> pl.DataFrame:
 
     With `check=False` the JSON texts are not yet validated: the caller runs `check_objects` over many files.
     """
-    text = read_text(file)
-    if file.kind in ("ndjson", "jsonl"):
-        frame = _split_lines(file, text)
-    elif file.kind == "json":
-        frame = _split_json(file, text)
-    else:
-        frame = _split_csv(file, text)
+    frame = split_records(file)
+    if isinstance(frame, CsvPending):
+        frame = finish_csv([frame])[0]
     return check_objects(frame) if check and frame.height else frame
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pipelines import warehouse
 from pipelines.canonical import with_customers
 from pipelines.ingest import read_files, validate_records
 from pipelines.merge import merge_orders
-from pipelines.reading import discover_files
+from pipelines.reading import RawFile, discover_files
 from pipelines.rules import Rules
 from pipelines.settings import Settings
 
@@ -56,8 +57,41 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
 
 
+# Files are read and validated in batches of about this many raw bytes (a gzipped file counts for what it holds,
+# roughly), so memory stays bounded however many files arrive at once. LOYALTY_INGEST_BATCH_MB overrides it.
+BATCH_BYTES = 256 * 2**20
+GZIP_EXPANSION = 8
+
+
+def batch_bytes() -> int:
+    value = os.environ.get("LOYALTY_INGEST_BATCH_MB")
+    return int(float(value) * 2**20) if value else BATCH_BYTES
+
+
+def file_batches(files: list[RawFile], limit: int) -> list[list[RawFile]]:
+    """Consecutive runs of `files` (processing order kept) of at most `limit` bytes each, one file at least."""
+    batches: list[list[RawFile]] = []
+    current: list[RawFile] = []
+    size = 0
+    for f in files:
+        weight = f.size_bytes * (GZIP_EXPANSION if f.gzipped else 1)
+        if current and size + weight > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(f)
+        size += weight
+    if current:
+        batches.append(current)
+    return batches
+
+
 def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_stage) -> IngestReport:
-    """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files."""
+    """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files.
+
+    New files are read and validated batch by batch (bounded memory); every batch's events are written in the
+    one transaction of the step. A status update whose order has not arrived yet is held back until every batch
+    is read, then admitted or quarantined as `unknown_order`: the outcome does not depend on the batch size.
+    """
     with stage("read"):
         files, warnings = discover_files(settings.raw_dir)
         now = now_utc()
@@ -80,58 +114,86 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
             known = con.sql("select distinct order_id from core.order_events where record_kind = 'order'").pl()[
                 "order_id"
             ]
-            for f in new:
-                log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
-            read = read_files(new, retry)
-        with stage("validate"):
-            result = validate_records(
-                read,
-                rules,
-                run_id=run_id,
-                ingested_at=now,
-                document_salt=settings.document_salt,
-                retry=retry,
-                known_orders=known,
-            )
-            for message in result.errors:
-                log.warning("unreadable file: %s", message)
-            copy_rows = pl.DataFrame(
-                {
-                    "path": [f.rel_path for f in copies],
-                    "source": [f.source for f in copies],
-                    "sha256": [f.sha256 for f in copies],
-                    "size_bytes": [f.size_bytes for f in copies],
-                    "records_read": [0] * len(copies),
-                    "records_accepted": [0] * len(copies),
-                    "records_quarantined": [0] * len(copies),
-                    "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
-                    "first_ingested_at": [now] * len(copies),
-                    "last_ingested_at": [now] * len(copies),
-                },
-                schema=warehouse.CORE_TABLES["ingest_files"],
-            )
-            events = result.events
-            quarantine = result.quarantine
-            # A retried record whose outcome is the same (still unknown_order) keeps its quarantine row as it was:
-            # a run that finds nothing new changes no row (idempotency). Only the retried records whose outcome
-            # changed are deleted and written again (re-admitted as events, or quarantined for another reason).
-            record_key = ["file_sha256", "record_index"]
-            unchanged = (
-                quarantine.join(retry.select(record_key), on=record_key, how="semi")
-                .filter(pl.col("reason_code") == "unknown_order")
-                .select(record_key)
-            )
-            quarantine = quarantine.join(unchanged, on=record_key, how="anti")
-            resolved = retry.join(unchanged, on=record_key, how="anti").select("source_file", *record_key)
-            with warehouse.transaction(con):
-                warehouse.append(con, "order_events", events)
+        batches = file_batches(new, batch_bytes()) or [[]]
+        record_key = ["file_sha256", "record_index"]
+        quarantine_frames: list[pl.DataFrame] = []
+        held_frames: list[pl.DataFrame] = []
+        file_frames: list[pl.DataFrame] = []
+        errors: list[str] = []
+        readmitted = 0
+        with warehouse.transaction(con):
+            for number, batch in enumerate(batches):
+                first = number == 0
+                with stage("read"):
+                    for f in batch:
+                        log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
+                    if len(batches) > 1:
+                        log.info("batch %d of %d: %d files", number + 1, len(batches), len(batch))
+                    read = read_files(batch, retry if first else None)
+                with stage("validate"):
+                    result = validate_records(
+                        read,
+                        rules,
+                        run_id=run_id,
+                        ingested_at=now,
+                        document_salt=settings.document_salt,
+                        retry=retry if first else None,
+                        known_orders=known,
+                    )
+                    del read
+                    for message in result.errors:
+                        log.warning("unreadable file: %s", message)
+                    errors.extend(result.errors)
+                    readmitted += result.readmitted
+                    warehouse.append(con, "order_events", result.events)
+                    full = result.events.filter(pl.col("record_kind") == "order")["order_id"]
+                    known = pl.concat([known, full]) if full.len() else known
+                    quarantine_frames.append(result.quarantine)
+                    held_frames.append(result.held)
+                    file_frames.append(result.files)
+            with stage("validate"):
+                # Held-back updates whose order arrived in a later batch are admitted now.
+                held = pl.concat(held_frames, how="vertical")
+                admitted = held.filter(pl.col("order_id").is_in(known.implode()))
+                warehouse.append(con, "order_events", admitted)
+                quarantine = pl.concat(quarantine_frames, how="vertical")
+                quarantine = quarantine.join(admitted.select(record_key), on=record_key, how="anti")
+                retried = retry.select(record_key)
+                readmitted += admitted.join(retried, on=record_key, how="semi").height
+                files_frame = _recount(pl.concat(file_frames, how="vertical"), admitted)
+                copy_rows = pl.DataFrame(
+                    {
+                        "path": [f.rel_path for f in copies],
+                        "source": [f.source for f in copies],
+                        "sha256": [f.sha256 for f in copies],
+                        "size_bytes": [f.size_bytes for f in copies],
+                        "records_read": [0] * len(copies),
+                        "records_accepted": [0] * len(copies),
+                        "records_quarantined": [0] * len(copies),
+                        "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
+                        "first_ingested_at": [now] * len(copies),
+                        "last_ingested_at": [now] * len(copies),
+                    },
+                    schema=warehouse.CORE_TABLES["ingest_files"],
+                )
+                # A retried record whose outcome is the same (still unknown_order) keeps its quarantine row as it
+                # was: a run that finds nothing new changes no row (idempotency). Only the retried records whose
+                # outcome changed are deleted and written again (re-admitted as events, or quarantined for
+                # another reason).
+                unchanged = (
+                    quarantine.join(retried, on=record_key, how="semi")
+                    .filter(pl.col("reason_code") == "unknown_order")
+                    .select(record_key)
+                )
+                new_quarantine = quarantine.join(unchanged, on=record_key, how="anti")
+                resolved = retry.join(unchanged, on=record_key, how="anti").select("source_file", *record_key)
                 if resolved.height:
                     con.execute(
                         "delete from core.quarantine q using resolved r where q.reason_code = 'unknown_order' "
                         "and q.file_sha256 = r.file_sha256 and q.record_index = r.record_index"
                     )
-                warehouse.append(con, "quarantine", quarantine)
-                warehouse.append(con, "ingest_files", pl.concat([result.files, copy_rows]))
+                warehouse.append(con, "quarantine", new_quarantine)
+                warehouse.append(con, "ingest_files", pl.concat([files_frame, copy_rows]))
                 if resolved.height:
                     # Re-admitted records move from quarantined to accepted in their file's counts; those files'
                     # last_ingested_at says when their records were last ingested. Files seen again unchanged are
@@ -148,19 +210,36 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                         """,
                         [now],
                     )
-    counted = result.quarantine.filter(pl.col("file_sha256").is_in([f.sha256 for f in new]))
+    new_sha = [f.sha256 for f in new]
+    counted = quarantine.filter(pl.col("file_sha256").is_in(new_sha))
     return IngestReport(
         files_seen=len(files),
         files_ingested=len(new),
         files_skipped=len(again) + len(copies),
-        files_unreadable=result.errors,
-        records_read=int(result.files["records_read"].sum()),
-        records_accepted=int(result.files["records_accepted"].sum()),
-        records_quarantined=int(result.files["records_quarantined"].sum()),
+        files_unreadable=errors,
+        records_read=int(files_frame["records_read"].sum()),
+        records_accepted=int(files_frame["records_accepted"].sum()),
+        records_quarantined=int(files_frame["records_quarantined"].sum()),
         quarantined_by_reason=value_counts(counted, "reason_code"),
         retried=retry.height,
-        readmitted=result.readmitted,
+        readmitted=readmitted,
         warnings=warnings,
+    )
+
+
+def _recount(files: pl.DataFrame, admitted: pl.DataFrame) -> pl.DataFrame:
+    """Move held-back updates admitted at the end from quarantined to accepted in their files' counts."""
+    if not admitted.height:
+        return files
+    moved = admitted.group_by("file_sha256").agg(pl.len().alias("moved"))
+    return (
+        files.join(moved, left_on="sha256", right_on="file_sha256", how="left")
+        .with_columns(pl.col("moved").fill_null(0))
+        .with_columns(
+            (pl.col("records_accepted") + pl.col("moved")).alias("records_accepted"),
+            (pl.col("records_quarantined") - pl.col("moved")).alias("records_quarantined"),
+        )
+        .drop("moved")
     )
 
 

@@ -8,6 +8,7 @@ so every failure of every record is reported; each failing record keeps the firs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -69,84 +70,164 @@ def _typed_sql(text: str, kind: Kind) -> str:
     raise ValueError(kind)
 
 
-def _field_sql(value: str, spec: Field) -> list[str]:
-    """SQL select items for one field from `value`, the field's JSON value (already extracted, null if absent):
-    `<name>` typed, plus `<name>__text` (the text as given) where typed."""
-    text = f"nullif(trim(json_extract_string({value}, '$')), '')"
+def _value_sql(value: str, spec: Field) -> str:
+    """The first of two select layers: the field's text, trimmed, null when empty (its JSON for `json` and
+    `list_str`), as column `v__<name>`. `value` is the field's value as `json_transform` gave it (see `_plan`):
+    text (a number or a boolean as written, an object or a list as compact JSON) for scalar kinds, JSON else."""
+    if spec.kind in ("json", "list_str"):
+        return f"{value} as v__{spec.name}"
+    return f"nullif(trim({value}), '') as v__{spec.name}"
+
+
+def _field_sql(spec: Field, doc: str) -> list[str]:
+    """The second layer: `<name>` typed, plus `<name>__text` (the text as given) where typed. `doc` is the
+    JSON document, re-read only in the rare case a text starts like an object or a list."""
+    text = f"v__{spec.name}"
     if spec.kind == "str":  # plus whether an object or list stands where text is due (invalid_type)
-        nested = f"coalesce(json_type({value}) in ('OBJECT', 'ARRAY'), false)"
+        nested = (
+            f"coalesce(case when left({text}, 1) in ('{{', '[') "
+            f"then json_type(json_extract({doc}, {_sql_path(spec.path)})) in ('OBJECT', 'ARRAY') end, false)"
+        )
         return [f"{text} as {spec.name}", f"{nested} as {spec.name}__nested"]
-    if spec.kind == "json":  # a JSON null is an absent field, not the text 'null'
-        return [f"case when json_type({value}) <> 'NULL' then {value}::varchar end as {spec.name}"]
+    if spec.kind == "json":  # a JSON null is an absent field (json_transform gives SQL null), not the text 'null'
+        return [f"{text}::varchar as {spec.name}"]
     if spec.kind == "list_str":
         return [
-            f"case json_type({value}) "
-            f"when 'ARRAY' then list_filter(json_extract_string({value}, '$[*]'), "
+            f"case json_type({text}) "
+            f"when 'ARRAY' then list_filter(json_extract_string({text}, '$[*]'), "
             f"lambda x: nullif(trim(x), '') is not null) "
-            f"when 'VARCHAR' then [json_extract_string({value}, '$')] end as {spec.name}"
+            f"when 'VARCHAR' then [json_extract_string({text}, '$')] end as {spec.name}"
         ]
     return [f"{text} as {spec.name}__text", f"{_typed_sql(text, spec.kind)} as {spec.name}"]
 
 
-def _columns_sql(values: str, fields: Sequence[Field]) -> str:
-    """Select items for `fields` from `values`, the list of their JSON values extracted in one parse."""
-    return ",\n  ".join(s for i, f in enumerate(fields, start=1) for s in _field_sql(f"{values}[{i}]", f))
+def _parts(path: str) -> list[str]:
+    if not path.startswith("$.") or any(c in path for c in "[]*\"'"):
+        raise ValueError(f"unsupported field path {path!r}: only $.a.b.c")
+    return path[2:].split(".")
 
 
-def _paths_sql(fields: Sequence[Field]) -> str:
-    return "[" + ", ".join(_sql_path(f.path) for f in fields) + "]"
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class _Plan:
+    """How to read a list of fields out of one document with as few parses as possible.
+
+    `structure` is the `json_transform` structure of the document; a node that is both a field of kind `json`
+    and the parent of other fields is read as JSON, and its children from it in a second, small transform
+    (`subdocs`: column alias, SQL of its JSON, structure).
+    """
+
+    structure: dict
+    values: dict[str, str]  # field name -> SQL of its transformed value
+    subdocs: list[tuple[str, str, dict]]
+
+
+def _plan(fields: Sequence[Field], top: str, extra: dict[str, str] | None = None) -> _Plan:
+    json_kinds = ("json", "list_str")
+    as_json = {tuple(_parts(f.path)) for f in fields if f.kind in json_kinds}
+    parents = {tuple(_parts(f.path)[:i]) for f in fields for i in range(1, len(_parts(f.path)))}
+    split = as_json & parents  # read as JSON, children from a second transform
+    structure: dict = dict(extra or {})
+    values: dict[str, str] = {}
+    subdocs: dict[tuple[str, ...], tuple[str, dict]] = {}
+    for f in fields:
+        parts = tuple(_parts(f.path))
+        leaf_type = "JSON" if f.kind in json_kinds else "VARCHAR"
+        cut = next((i for i in range(1, len(parts)) if parts[:i] in split), None)
+        if cut is None:
+            node = structure
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = leaf_type
+            values[f.name] = ".".join([top, *(_ident(p) for p in parts)])
+        else:
+            alias = "sub_" + "_".join(parts[:cut])
+            sub = subdocs.setdefault(parts[:cut], (alias, {}))[1]
+            node = sub
+            for part in parts[cut:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = leaf_type
+            values[f.name] = ".".join([alias, *(_ident(p) for p in parts[cut:])])
+    for parts in split:
+        node = structure
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = "JSON"
+    docs = [(alias, ".".join([top, *(_ident(p) for p in parts)]), sub) for parts, (alias, sub) in subdocs.items()]
+    return _Plan(structure=structure, values=values, subdocs=docs)
+
+
+def _json_literal(structure: dict) -> str:
+    return "'" + json.dumps(structure).replace("'", "''") + "'"
 
 
 def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Field columns for every parsed record, and one row per item of every record that lists items.
 
     `records` has `rid` (a unique row key) and `json_text`; records whose text did not parse are left out.
-    Each document is parsed once: all of a record's field values come out of one `json_extract` with a list
-    of paths, and the items likewise.
+    Each document is parsed once, by one `json_transform` into a struct of every field (and the item list as
+    JSON); each item likewise.
     """
-    items_path = _sql_path(spec.items_path)
+    items_key = _parts(spec.items_path)
+    if len(items_key) != 1:
+        raise ValueError(f"items path {spec.items_path!r} must be a top-level key")
+    plan = _plan(spec.fields, "s", {items_key[0]: "JSON"})
+    subs = "".join(
+        f", json_transform({source}, {_json_literal(structure)}) as {alias}"
+        for alias, source, structure in plan.subdocs
+    )
+    values = ", ".join(_value_sql(plan.values[f.name], f) for f in spec.fields)
+    columns = ",\n  ".join(item for f in spec.fields for item in _field_sql(f, "json_text"))
+    item_plan = _plan(spec.item_fields, "s")
+    item_values = ", ".join(_value_sql(item_plan.values[f.name], f) for f in spec.item_fields)
+    item_columns = ",\n  ".join(item for f in spec.item_fields for item in _field_sql(f, "item"))
     with scratch() as con:
         parsed = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")  # noqa: F841
         fields = con.sql(
             f"""
-            with extracted as (
-                select rid,
-                       json_extract(json_text, {_paths_sql(spec.fields)}) as v,
-                       json_extract(json_text, {items_path}) as items
+            with transformed as (
+                select rid, json_text, json_transform(json_text, {_json_literal(plan.structure)}) as s
                 from parsed
+            ),
+            split as (select *{subs} from transformed),
+            texts as (
+                select rid, json_text, s.{_ident(items_key[0])}::varchar as items__json, {values} from split
             )
-            select rid,
-              nullif(json_type(items), 'NULL') as items__type,  -- a null list is no list
-              {_columns_sql("v", spec.fields)}
-            from extracted
-            order by rid
+            select rid, items__json,
+              json_type(items__json) as items__type,  -- a null list (SQL null here) is no list
+              {columns}
+            from texts
             """
         ).pl()
+        item_lists = fields.filter(pl.col("items__type") == "ARRAY").select("rid", "items__json")  # noqa: F841
         items = con.sql(
             f"""
             with lists as (
-                select rid, json_extract(json_text, {items_path}) as items
-                from parsed
+                select rid, json_transform(items__json, '["JSON"]') as list from item_lists
             ),
             exploded as (
-                select rid,
-                       unnest(json_extract(items, '$[*]')) as item,
-                       generate_subscripts(json_extract(items, '$[*]'), 1) as line_number
-                from lists
-                where json_type(items) = 'ARRAY'
+                select rid, unnest(list) as item, generate_subscripts(list, 1) as line_number from lists
             ),
-            extracted as (
-                select rid, line_number, item, json_extract(item, {_paths_sql(spec.item_fields)}) as v
+            transformed as (
+                select rid, line_number, item, json_transform(item, {_json_literal(item_plan.structure)}) as s
                 from exploded
-            )
+            ),
+            texts as (select rid, line_number, item, {item_values} from transformed)
             select rid, line_number::integer as line_number,
-              json_type(item) as item__type,
-              {_columns_sql("v", spec.item_fields)}
-            from extracted
-            order by rid, line_number
+              coalesce(json_type(item), 'NULL') as item__type,
+              {item_columns}
+            from texts
             """
         ).pl()
-    return fields, items
+    # DuckDB keeps the input order (preserve_insertion_order); sorting is only a guard, and a cheap check.
+    if not fields["rid"].is_sorted():
+        fields = fields.sort("rid")
+    if not items["rid"].is_sorted():
+        items = items.sort("rid", "line_number")
+    return fields.drop("items__json"), items
 
 
 def text_present(name: str) -> pl.Expr:
