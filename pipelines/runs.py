@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 import polars as pl
 
 from pipelines import warehouse
-from pipelines.canonical import with_customers
+from pipelines.identity import build_customers, resolve
 from pipelines.ingest import read_files, validate_records
 from pipelines.merge import merge_orders
 from pipelines.reading import RawFile, discover_files
 from pipelines.rules import Rules
+from pipelines.schemas import ORDER_COLUMNS, Customers, OrderItems, Orders, conform
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -251,24 +252,85 @@ class CanonicalReport:
     customers: int
 
 
+# Orders are merged in buckets of about this many events (by a hash of order_id: an order's events are always in
+# one bucket), so memory stays bounded. LOYALTY_MERGE_BUCKET_EVENTS overrides it (tests use tiny buckets).
+MERGE_BUCKET_EVENTS = 500_000
+# What identity resolution and core.customers read of each event: not the items, amounts or addresses.
+IDENTITY_COLUMNS = [
+    "event_id",
+    "order_id",
+    "source",
+    "source_customer_id",
+    "email",
+    "phone",
+    "document_hash",
+    "first_name",
+    "last_name",
+    "placed_at",
+    "ingested_at",
+    "sort_time",
+    "source_file",
+    "record_index",
+]
+
+
+def merge_buckets(events: int) -> int:
+    per_bucket = int(os.environ.get("LOYALTY_MERGE_BUCKET_EVENTS") or MERGE_BUCKET_EVENTS)
+    return max(1, -(-events // max(per_bucket, 1)))
+
+
 def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> CanonicalReport:
-    """Rebuild core.orders, core.order_items and core.customers from every accepted event."""
+    """Rebuild core.orders, core.order_items and core.customers from every accepted event.
+
+    Identity resolution reads the contact columns of every event; merging reads the events bucket by bucket
+    (all the events of an order fall in one bucket), so neither holds every event column at once.
+    """
     with warehouse.connect(settings.warehouse) as con:
         warehouse.ensure_core(con)
-        with stage("merge"):
-            events = warehouse.read_table(con, "order_events")
-            orders, items = merge_orders(events, rules)
         with stage("identity"):
-            canonical = with_customers(events, orders, items)
-            with warehouse.transaction(con):
-                warehouse.replace(con, "orders", canonical.orders)
-                warehouse.replace(con, "order_items", canonical.order_items)
-                warehouse.replace(con, "customers", canonical.customers)
+            contacts = con.sql(f"select {', '.join(IDENTITY_COLUMNS)} from core.order_events").pl()
+            order_customer, _ = resolve(contacts)
+            customers = build_customers(contacts, order_customer)
+            Customers.validate(customers, lazy=True)
+            del contacts
+        buckets = merge_buckets(con.sql("select count(*) from core.order_events").fetchone()[0])
+        with warehouse.transaction(con):
+            for bucket in range(buckets):
+                with stage("merge"):
+                    where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
+                    events = con.sql(f"select * from core.order_events {where}").pl()
+                    orders, items = merge_orders(events, rules)
+                    del events
+                with stage("identity"):
+                    orders = conform(
+                        orders.drop("customer_id").join(order_customer, on="order_id", how="left"), ORDER_COLUMNS
+                    )
+                    Orders.validate(orders, lazy=True)
+                    OrderItems.validate(items, lazy=True)
+                    for table, frame in (("orders", orders), ("order_items", items)):  # noqa: B007 (read by DuckDB)
+                        if bucket == 0:
+                            con.execute(f"create or replace table core._staged_{table} as select * from frame")
+                        else:
+                            con.execute(f"insert into core._staged_{table} by name select * from frame")
+            with stage("identity"):
+                con.execute(
+                    "create or replace table core.orders as select * from core._staged_orders order by order_id"
+                )
+                con.execute(
+                    "create or replace table core.order_items as "
+                    "select * from core._staged_order_items order by order_id, line_number"
+                )
+                con.execute("drop table core._staged_orders")
+                con.execute("drop table core._staged_order_items")
+                warehouse.replace(con, "customers", customers)
+        by_status = con.sql("select status, count(*) from core.orders group by status order by status").fetchall()
+        order_count = con.sql("select count(*) from core.orders").fetchone()[0]
+        item_count = con.sql("select count(*) from core.order_items").fetchone()[0]
     return CanonicalReport(
-        orders=canonical.orders.height,
-        orders_by_status=value_counts(canonical.orders, "status"),
-        order_items=canonical.order_items.height,
-        customers=canonical.customers.height,
+        orders=order_count,
+        orders_by_status={status: n for status, n in by_status},
+        order_items=item_count,
+        customers=customers.height,
     )
 
 

@@ -90,3 +90,13 @@ def test_file_batches_keep_processing_order_and_size(raw) -> None:
     for batch in batches:
         weight = sum(f.size_bytes * (runs.GZIP_EXPANSION if f.gzipped else 1) for f in batch)
         assert len(batch) == 1 or weight <= limit
+
+
+def test_merging_in_buckets_gives_the_same_canonical_tables(raw, tmp_path, monkeypatch) -> None:
+    whole = snapshot(run_with_batch_mb(raw, tmp_path / "whole", "100000", monkeypatch))
+    monkeypatch.setenv("LOYALTY_MERGE_BUCKET_EVENTS", "500")
+    assert runs.merge_buckets(4000) == 8
+    buckets = snapshot(run_with_batch_mb(raw, tmp_path / "buckets", "100000", monkeypatch))
+    for name in ("orders", "order_items", "customers"):
+        assert len(buckets[name]) == len(whole[name]) > 0, name
+        assert buckets[name] == whole[name], name
