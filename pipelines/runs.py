@@ -377,26 +377,73 @@ class LedgerReport:
     unpriced_redemptions: int
 
 
-def compute_points(settings: Settings, rules: Rules) -> LedgerReport:
-    """Recompute the points ledger, balances, tiers and reconciliation from the canonical orders (SPEC §5)."""
+# The ledger is computed in buckets of about this many orders (by a hash of customer_id: every result depends on
+# one customer's history only). LOYALTY_LEDGER_BUCKET_ORDERS overrides it (tests use tiny buckets).
+LEDGER_BUCKET_ORDERS = 250_000
+# Each ledger table, with the key its rows are sorted by first (the rest of the order is the ledger's own).
+LEDGER_TABLES = {
+    "points_ledger": ("points_ledger", "customer_id"),
+    "customer_points": ("customer_points", "customer_id"),
+    "tier_history": ("tier_history", "customer_id"),
+    "points_reconciliation": ("reconciliation", "order_id"),
+    "unpriced_redemptions": ("unpriced_redemptions", "order_id"),
+}
+
+
+def ledger_buckets(orders: int) -> int:
+    per_bucket = int(os.environ.get("LOYALTY_LEDGER_BUCKET_ORDERS") or LEDGER_BUCKET_ORDERS)
+    return max(1, -(-orders // max(per_bucket, 1)))
+
+
+def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> LedgerReport:
+    """Recompute the points ledger, balances, tiers and reconciliation from the canonical orders (SPEC §5).
+
+    Customers are taken in buckets (all of a customer's orders in one), each bucket's tables appended, then
+    every table sorted as one computation over all customers would sort it.
+    """
     from pipelines.ledger import compute_ledger
 
     with warehouse.connect(settings.warehouse) as con:
-        orders = warehouse.read_table(con, "orders")
-        items = warehouse.read_table(con, "order_items")
-        result = compute_ledger(orders, items, rules, settings.as_of)
+        buckets = ledger_buckets(con.sql("select count(*) from core.orders").fetchone()[0])
+        bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
+        unpriced = 0
         with warehouse.transaction(con):
-            warehouse.replace(con, "points_ledger", result.points_ledger)
-            warehouse.replace(con, "customer_points", result.customer_points)
-            warehouse.replace(con, "tier_history", result.tier_history)
-            warehouse.replace(con, "points_reconciliation", result.reconciliation)
-            warehouse.replace(con, "unpriced_redemptions", result.unpriced_redemptions)
+            for bucket in range(buckets):
+                orders = con.sql(f"select * from core.orders where {bucket_of} = {bucket}").pl()
+                items = con.sql(
+                    f"select i.* from core.order_items i semi join (select order_id from core.orders "
+                    f"where {bucket_of} = {bucket}) o on i.order_id = o.order_id"
+                ).pl()
+                result = compute_ledger(orders, items, rules, settings.as_of)
+                del orders, items
+                unpriced += result.unpriced_redemption_count
+                for table, (attribute, _) in LEDGER_TABLES.items():
+                    frame = getattr(result, attribute).with_row_index("_row")  # noqa: F841 (read by DuckDB)
+                    if bucket == 0:
+                        con.execute(f"create or replace table core._staged_{table} as select * from frame")
+                    else:
+                        con.execute(f"insert into core._staged_{table} by name select * from frame")
+                del result
+            for table, (_, key) in LEDGER_TABLES.items():
+                con.execute(
+                    f"create or replace table core.{table} as "
+                    f"select * exclude (_row) from core._staged_{table} order by {key}, _row"
+                )
+                con.execute(f"drop table core._staged_{table}")
+        counts = {
+            name: dict(con.sql(f"select {column}, count(*) from core.{table} group by 1 order by 1").fetchall())
+            for name, table, column in (
+                ("entries", "points_ledger", "entry_type"),
+                ("tiers", "customer_points", "tier"),
+            )
+        }
+        customers = con.sql("select count(*) from core.customer_points").fetchone()[0]
     return LedgerReport(
-        entries=result.points_ledger.height,
-        entries_by_type=value_counts(result.points_ledger, "entry_type"),
-        customers=result.customer_points.height,
-        tiers=value_counts(result.customer_points, "tier"),
-        unpriced_redemptions=result.unpriced_redemption_count,
+        entries=sum(counts["entries"].values()),
+        entries_by_type=counts["entries"],
+        customers=customers,
+        tiers=counts["tiers"],
+        unpriced_redemptions=unpriced,
     )
 
 

@@ -100,3 +100,27 @@ def test_merging_in_buckets_gives_the_same_canonical_tables(raw, tmp_path, monke
     for name in ("orders", "order_items", "customers"):
         assert len(buckets[name]) == len(whole[name]) > 0, name
         assert buckets[name] == whole[name], name
+
+
+LEDGER_TABLES = ("points_ledger", "customer_points", "tier_history", "points_reconciliation", "unpriced_redemptions")
+
+
+def test_the_ledger_in_buckets_of_customers_gives_the_same_tables_in_the_same_row_order(
+    raw, tmp_path, monkeypatch
+) -> None:
+    def ledger(root: Path, bucket_orders: str) -> dict[str, list[tuple]]:
+        settings = run_with_batch_mb(raw, root, "100000", monkeypatch)
+        monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", bucket_orders)
+        report = runs.compute_points(settings, default_rules())
+        assert report.entries > 0 and report.customers > 0
+        # no ORDER BY: the tables' own row order must be the same too
+        return {table: query(settings.warehouse, f"select * from core.{table}") for table in LEDGER_TABLES}
+
+    whole = ledger(tmp_path / "whole", "100000000")
+    assert runs.ledger_buckets(1500) == 1
+    monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", "100")
+    assert runs.ledger_buckets(1500) == 15
+    buckets = ledger(tmp_path / "buckets", "100")
+    for table in LEDGER_TABLES:
+        assert buckets[table] == whole[table], table
+    assert len(whole["points_ledger"]) > 1000 and len(whole["tier_history"]) > 0
