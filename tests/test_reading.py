@@ -606,3 +606,38 @@ def test_money_is_exact_decimal(tmp_path: Path) -> None:
     assert [i["line_amount"] for i in lines] == [Decimal("0.10"), Decimal("0.20"), Decimal("0.30")]
     assert sum(i["line_amount"] for i in lines) == Decimal("0.60")
     assert str(nets["brevo:M-4"]) == "0.30"
+
+
+# The fast path (orjson) and the exact check (stdlib, with the reason) must agree on every record.
+STRICT_CASES = [
+    '{"a":1}',
+    '{"a":1,"a":2}',
+    '{"a":{"b":1,"b":1}}',
+    '{"k":"x\\":y","k2":"\\\\"}',
+    '{"k\\"":1,"k\\"":2}',
+    '{"a":[{"x":1},{"x":1,"x":2}]}',
+    '{"a":"\\ud800"}',
+    '{"a":1e400}',
+    '{"a":12345678901234567890123456789}',
+    '{"a": "b:c", "c": ":::"}',
+    '{"a":NaN}',
+    '{"a":1,}',
+    '{"é":"ü","é":1}',
+    '{"a":"\\u003a:","a":"x\\u003a"}',
+    '{"a":1,"\\u0061":2}',
+    '{"a":"x:y","a":"z"}',
+    '{"a":' + "[" * 300 + "]" * 300 + "}",
+]
+
+
+def test_the_strict_fast_path_agrees_with_the_exact_check() -> None:
+    from pipelines.reading import _strict, strict_json_error
+
+    frame = pl.DataFrame(
+        {"json_text": STRICT_CASES, "parse_error": [None] * len(STRICT_CASES)},
+        schema={"json_text": pl.String, "parse_error": pl.String},
+    )
+    got = _strict(frame)["parse_error"].to_list()
+    expected = [strict_json_error(text) for text in STRICT_CASES]
+    assert got == expected
+    assert sum(e is not None for e in expected) == 10
