@@ -510,7 +510,8 @@ def _split_csv(file: RawFile, text: str) -> pl.DataFrame | CsvPending:
             error, row = conflict, None
         if row is not None and item_at is not None and row[item_at].strip():
             # DuckDB would read the cell leniently (a trailing comma dropped without a word): strict, as a line is
-            item_error = strict_json_error(row[item_at])
+            cell = row[item_at]
+            item_error = None if _surely_strict(cell) else strict_json_error(cell)
             if item_error:
                 error, row = f"the item list column {item_column} is {item_error}", None
         locators.append(f"line {first_line}")
