@@ -6,12 +6,15 @@ Each step opens the warehouse once (DuckDB has one writer) and writes its tables
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 
@@ -250,6 +253,8 @@ class CanonicalReport:
     orders_by_status: dict[str, int]
     order_items: int
     customers: int
+    mode: str = "full"  # 'full' (every order merged), 'incremental' (the orders new events touched), 'unchanged'
+    orders_merged: int = 0
 
 
 # Orders are merged in buckets of about this many events (by a hash of order_id: an order's events are always in
@@ -279,40 +284,118 @@ def merge_buckets(events: int) -> int:
     return max(1, -(-events // max(per_bucket, 1)))
 
 
-def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> CanonicalReport:
-    """Rebuild core.orders, core.order_items and core.customers from every accepted event.
+# A rebuild merges only the orders that new events touched unless they are more than this share of all orders.
+INCREMENTAL_SHARE = 0.25
 
-    Identity resolution reads the contact columns of every event; merging reads the events bucket by bucket
-    (all the events of an order fall in one bucket), so neither holds every event column at once.
+
+def canonical_fingerprint(rules: Rules) -> str:
+    """What the canonical tables depend on besides the events: the FX rates and the merge and identity code.
+    When it changes, the next rebuild merges every order again."""
+    from pipelines import identity, merge
+
+    digest = hashlib.sha256(json.dumps({k: str(v) for k, v in sorted(rules.fx_rates.items())}).encode())
+    for module in (merge, identity):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> CanonicalReport:
+    """Bring core.orders, core.order_items and core.customers up to date with every accepted event.
+
+    core.canonical_runs lists the ingest runs whose events the tables hold (with the fingerprint of the rules
+    and code that merged them). Only the orders that events of other runs touch are merged again (all of their
+    events, old and new); identity is always resolved over every event, so a new record that joins two
+    customers re-labels their old orders too. The result is the same as merging everything, which is what
+    happens on the first run, when the fingerprint changed, or when most orders were touched anyway.
     """
+    fingerprint = canonical_fingerprint(rules)
     with warehouse.connect(settings.warehouse) as con:
         warehouse.ensure_core(con)
-        with stage("identity"):
-            contacts = con.sql(f"select {', '.join(IDENTITY_COLUMNS)} from core.order_events").pl()
-            order_customer, _ = resolve(contacts)
-            customers = build_customers(contacts, order_customer)
-            Customers.validate(customers, lazy=True)
-            del contacts
-        buckets = merge_buckets(con.sql("select count(*) from core.order_events").fetchone()[0])
-        with warehouse.transaction(con):
-            for bucket in range(buckets):
-                with stage("merge"):
-                    where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
-                    events = con.sql(f"select * from core.order_events {where}").pl()
-                    orders, items = merge_orders(events, rules)
-                    del events
-                with stage("identity"):
-                    orders = conform(
-                        orders.drop("customer_id").join(order_customer, on="order_id", how="left"), ORDER_COLUMNS
-                    )
-                    Orders.validate(orders, lazy=True)
-                    OrderItems.validate(items, lazy=True)
-                    for table, frame in (("orders", orders), ("order_items", items)):  # noqa: B007 (read by DuckDB)
-                        if bucket == 0:
-                            con.execute(f"create or replace table core._staged_{table} as select * from frame")
-                        else:
-                            con.execute(f"insert into core._staged_{table} by name select * from frame")
+        con.execute(
+            "create table if not exists core.canonical_runs (run_id varchar, fingerprint varchar, merged_at timestamp)"
+        )
+        new_runs = con.sql(  # noqa: F841 (read by DuckDB)
+            "select distinct run_id from core.order_events where run_id not in "
+            "(select run_id from core.canonical_runs where fingerprint = ?)",
+            params=[fingerprint],
+        ).pl()
+        current = (
+            con.sql(
+                "select count(*) = 0 from core.canonical_runs where fingerprint <> ?", params=[fingerprint]
+            ).fetchone()[0]
+            and con.sql("select count(*) > 0 from core.canonical_runs").fetchone()[0]
+        )
+        touched = None
+        if current:
+            touched = con.sql("select distinct order_id from core.order_events semi join new_runs using (run_id)").pl()
+            existing = con.sql("select count(*) from core.orders").fetchone()[0]
+            if touched.height > INCREMENTAL_SHARE * max(existing, 1):
+                touched = None
+        if touched is not None and touched.height == 0:
+            mode, merged = "unchanged", 0
+        else:
+            mode = "full" if touched is None else "incremental"
+            merged = _merge_and_resolve(con, rules, touched, stage)
+            with warehouse.transaction(con):
+                if mode == "full":
+                    con.execute("delete from core.canonical_runs")
+                merged_runs = "(select distinct run_id from core.order_events)" if mode == "full" else "new_runs"
+                con.execute(
+                    f"insert into core.canonical_runs select run_id, ?, ? from {merged_runs}",
+                    [fingerprint, now_utc()],
+                )
+        by_status = con.sql("select status, count(*) from core.orders group by status order by status").fetchall()
+        order_count = con.sql("select count(*) from core.orders").fetchone()[0]
+        item_count = con.sql("select count(*) from core.order_items").fetchone()[0]
+        customer_count = con.sql("select count(*) from core.customers").fetchone()[0]
+    return CanonicalReport(
+        orders=order_count,
+        orders_by_status={status: n for status, n in by_status},
+        order_items=item_count,
+        customers=customer_count,
+        mode=mode,
+        orders_merged=merged,
+    )
+
+
+def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: Stage) -> int:
+    """Merge the `touched` orders (every order when None) and resolve identity over every event; returns the
+    number of orders merged. Writes in one transaction."""
+    with stage("identity"):
+        contacts = con.sql(f"select {', '.join(IDENTITY_COLUMNS)} from core.order_events").pl()
+        order_customer, _ = resolve(contacts)
+        customers = build_customers(contacts, order_customer)
+        Customers.validate(customers, lazy=True)
+        del contacts
+    if touched is None:
+        source = "core.order_events"
+        count = con.sql("select count(*) from core.order_events").fetchone()[0]
+    else:
+        source = "(select * from core.order_events semi join touched using (order_id))"
+        count = con.sql(f"select count(*) from {source}").fetchone()[0]
+    buckets = merge_buckets(count)
+    merged = 0
+    with warehouse.transaction(con):
+        for bucket in range(buckets):
+            with stage("merge"):
+                where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
+                events = con.sql(f"select * from {source} {where}").pl()
+                orders, items = merge_orders(events, rules)
+                del events
             with stage("identity"):
+                orders = conform(
+                    orders.drop("customer_id").join(order_customer, on="order_id", how="left"), ORDER_COLUMNS
+                )
+                Orders.validate(orders, lazy=True)
+                OrderItems.validate(items, lazy=True)
+                merged += orders.height
+                for table, frame in (("orders", orders), ("order_items", items)):  # noqa: B007 (read by DuckDB)
+                    if bucket == 0:
+                        con.execute(f"create or replace table core._staged_{table} as select * from frame")
+                    else:
+                        con.execute(f"insert into core._staged_{table} by name select * from frame")
+        with stage("identity"):
+            if touched is None:
                 con.execute(
                     "create or replace table core.orders as select * from core._staged_orders order by order_id"
                 )
@@ -320,18 +403,19 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
                     "create or replace table core.order_items as "
                     "select * from core._staged_order_items order by order_id, line_number"
                 )
-                con.execute("drop table core._staged_orders")
-                con.execute("drop table core._staged_order_items")
-                warehouse.replace(con, "customers", customers)
-        by_status = con.sql("select status, count(*) from core.orders group by status order by status").fetchall()
-        order_count = con.sql("select count(*) from core.orders").fetchone()[0]
-        item_count = con.sql("select count(*) from core.order_items").fetchone()[0]
-    return CanonicalReport(
-        orders=order_count,
-        orders_by_status={status: n for status, n in by_status},
-        order_items=item_count,
-        customers=customers.height,
-    )
+            else:
+                for table in ("orders", "order_items"):
+                    con.execute(f"delete from core.{table} where order_id in (select order_id from touched)")
+                    con.execute(f"insert into core.{table} by name select * from core._staged_{table}")
+                # a new record can join two customers: the orders of both now belong to one
+                con.execute(
+                    "update core.orders o set customer_id = c.customer_id from order_customer c "
+                    "where o.order_id = c.order_id and o.customer_id is distinct from c.customer_id"
+                )
+            con.execute("drop table core._staged_orders")
+            con.execute("drop table core._staged_order_items")
+            warehouse.replace(con, "customers", customers)
+    return merged
 
 
 @dataclass
