@@ -70,6 +70,10 @@ SINGLES = {"brevo": (3, 2), "bonifiq": (3, 0), "esputnik": (0, 0)}  # single-obj
 
 DEFAULT_END_DATE = date(2026, 10, 31)
 HISTORY_DAYS = 730
+# Above this many orders the data set is generated in parts (bounded memory); order ids of part k start at
+# k × PART_ORDER_SPAN.
+PART_ORDERS = 1_000_000
+PART_ORDER_SPAN = 10_000_000
 DAY = 86_400
 EPOCH_DAY0 = np.datetime64("1970-01-01", "D")
 
@@ -488,6 +492,44 @@ class GenerateSummary:
         return sum(self.bad_records.values())
 
 
+def _combine(parts: list[GenerateSummary], orders: int, customers: int, seed: int) -> GenerateSummary:
+    """One summary of a data set written in parts."""
+    first = parts[0]
+
+    def added(name: str) -> dict:
+        total: dict = {}
+        for part in parts:
+            for key, value in getattr(part, name).items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    return GenerateSummary(
+        out_dir=first.out_dir,
+        seed=seed,
+        orders=orders,
+        customers=customers,
+        start_date=first.start_date,
+        end_date=first.end_date,
+        period=first.period,
+        files=sorted(f for part in parts for f in part.files),
+        file_kinds={k: v for part in parts for k, v in part.file_kinds.items()},
+        records_per_source=added("records_per_source"),
+        orders_per_source=added("orders_per_source"),
+        updates_per_source=added("updates_per_source"),
+        duplicates_per_source=added("duplicates_per_source"),
+        abandoned_carts=sum(part.abandoned_carts for part in parts),
+        bad_records=added("bad_records"),
+        bad_records_by_source={
+            source: {
+                code: sum(part.bad_records_by_source[source][code] for part in parts)
+                for code in first.bad_records_by_source[source]
+            }
+            for source in first.bad_records_by_source
+        },
+        bad_record_locations=[b for part in parts for b in part.bad_record_locations],
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # small vectorized helpers
 
@@ -819,7 +861,7 @@ def _by_country(rng, table, country, sep=" "):
     return flat, idx
 
 
-def _make_customers(rng, m: int, counts: np.ndarray, home: np.ndarray) -> _Customers:
+def _make_customers(rng, m: int, counts: np.ndarray, home: np.ndarray, base: int = 0, part: int = 0) -> _Customers:
     cross = np.zeros(m, dtype=np.int8)
     repeat = counts >= 2
     u = rng.random(m)
@@ -851,6 +893,8 @@ def _make_customers(rng, m: int, counts: np.ndarray, home: np.ndarray) -> _Custo
     local = local.when(pl.col("p") == 2).then(pl.concat_str([pl.col("f").str.slice(0, 1), pl.lit("."), "l"]))
     local = local.when(pl.col("p") == 3).then(pl.concat_str(["f", pl.lit("_"), "l"]))
     local = local.otherwise(pl.concat_str(["l", pl.lit("."), "f"]))
+    if part:  # a later part of a large data set: its people are other people
+        local = pl.concat_str([local, pl.lit(f".{part}x")])
     frame = frame.with_columns(base=pl.concat_str([local, pl.lit("@"), "d"]))
     frame = frame.with_columns(k=pl.col("base").cum_count().over("base"))
     email = frame.select(
@@ -864,7 +908,7 @@ def _make_customers(rng, m: int, counts: np.ndarray, home: np.ndarray) -> _Custo
         [parts.struct.field("field_0").str.to_titlecase(), pl.lit("@"), parts.struct.field("field_1")]
     )
     email_brevo = pl.select(pl.when(pl.Series(caps)).then(titled).otherwise(email)).to_series()
-    serial = (np.arange(m, dtype=np.int64) * 7_654_321 + 3_141_592) % 10_000_000
+    serial = ((np.arange(m, dtype=np.int64) + base) * 7_654_321 + 3_141_592) % 10_000_000
     extra = np.where(country == BR, rng.integers(0, 10, m), -1)
     phone = pl.select(
         pl.concat_str(
@@ -885,7 +929,7 @@ def _make_customers(rng, m: int, counts: np.ndarray, home: np.ndarray) -> _Custo
     contact_mode = np.where((cross == 2) & (contact_mode == 1), 0, contact_mode)
     doc_kind = rng.choice(3, m, p=[0.85, 0.13, 0.02])
     doc_kind = np.where(np.isin(home, (BONIFIQ,)) | (cross == 2), doc_kind, 0)
-    document = _cpf_cnpj(rng, m, np.arange(m, dtype=np.int64), doc_kind == 2)
+    document = _cpf_cnpj(rng, m, np.arange(m, dtype=np.int64) + base, doc_kind == 2)
     bonifiq_email = (doc_kind == 0) | (rng.random(m) < 0.5)
     bonifiq_phone = (doc_kind > 0) | (cross == 2) | (rng.random(m) < 0.6)
     subscriber = (counts >= 4) & (rng.random(m) < 0.12)
@@ -1115,12 +1159,38 @@ def generate(
     if period is None:
         per_source_day = orders / 3 / HISTORY_DAYS
         period = "day" if per_source_day >= 60 else "week" if per_source_day * 7 >= 60 else "month"
-    return _Generator(out_dir, orders, m, seed, end_date, bad_rate, period).run()
+    if orders <= PART_ORDERS:
+        return _Generator(out_dir, orders, m, seed, end_date, bad_rate, period).run()
+    # Large data sets are written in parts of at most PART_ORDERS orders (memory stays that of one part); each
+    # part has its own customers, order ids and file names, so together they are one shop's history.
+    parts = -(-orders // PART_ORDERS)
+    summaries = []
+    for part in range(parts):
+        n_part = orders // parts + (1 if part < orders % parts else 0)
+        m_part = m // parts + (1 if part < m % parts else 0)
+        base = part * (m // parts) + min(part, m % parts)
+        generator = _Generator(out_dir, n_part, max(1, m_part), seed + part, end_date, bad_rate, period, part, base)
+        summaries.append(generator.run())
+    return _combine(summaries, orders, m, seed)
 
 
 class _Generator:
-    def __init__(self, out_dir: Path, n: int, m: int, seed: int, end: date, bad_rate: float, period: str):
+    def __init__(
+        self,
+        out_dir: Path,
+        n: int,
+        m: int,
+        seed: int,
+        end: date,
+        bad_rate: float,
+        period: str,
+        part: int = 0,
+        customer_base: int = 0,
+    ):
         self.out_dir, self.n, self.m, self.bad_rate, self.period = out_dir, n, m, bad_rate, period
+        # part k of a data set generated in parts: its customers are numbered from customer_base, its orders
+        # from k × 10M, its files named `...-part<k>`
+        self.part, self.customer_base, self.order_base = part, customer_base, part * PART_ORDER_SPAN
         self.rng = np.random.default_rng(seed)
         self.cal = _Calendar.build(end)
         self.summary = GenerateSummary(
@@ -1206,7 +1276,9 @@ class _Generator:
         o_ts = cal.start_ts + day.astype(np.int64) * DAY + _time_of_day(rng, n)
         order = np.lexsort((o_cust, o_ts))
         o_cust, o_ts = o_cust[order], o_ts[order]
-        self.cust = cust = _make_customers(rng, m, np.bincount(o_cust, minlength=m), home)
+        self.cust = cust = _make_customers(
+            rng, m, np.bincount(o_cust, minlength=m), home, self.customer_base, self.part
+        )
         # source of each order: the customer's shop, or one of two for people who buy in both
         rank, _ = _group_rank_and_cumsum(o_cust, o_ts)
         c_home, c_cross = home[o_cust], cust.cross[o_cust]
@@ -1406,7 +1478,7 @@ class _Generator:
         seq = np.zeros(len(o.src), dtype=np.int64)
         for s in range(3):
             idx = np.nonzero(o.src == s)[0]  # good orders in time order, then the bad bases
-            seq[idx] = np.arange(len(idx))
+            seq[idx] = np.arange(len(idx)) + self.order_base
         self.brevo_count = int((o.src == BREVO).sum())
         year = (EPOCH_DAY0 + (o.ts // DAY).astype("timedelta64[D]")).astype("datetime64[Y]").astype(np.int64) + 1970
         brevo_id = pl.format("ORD-{}-{}", pl.Series(year), pl.Series(seq + 1).cast(pl.String).str.zfill(6))
@@ -1570,8 +1642,12 @@ class _Generator:
         flat = {
             "id": self.order_id.gather(idx_all),
             "email": cust.email_brevo.gather(c),
-            "customerId": _null_where(pl.select(pl.format("CUST-{}", pl.Series(c + 10_000))).to_series(), basic),
-            "loyaltyId": _null_where(pl.select(pl.format("LYL-{}", pl.Series(c * 7 + 100_003))).to_series(), basic),
+            "customerId": _null_where(
+                pl.select(pl.format("CUST-{}", pl.Series(c + self.customer_base + 10_000))).to_series(), basic
+            ),
+            "loyaltyId": _null_where(
+                pl.select(pl.format("LYL-{}", pl.Series((c + self.customer_base) * 7 + 100_003))).to_series(), basic
+            ),
             "billing.name": pl.select(
                 pl.concat_str([cust.first_name.gather(c), pl.lit(" "), cust.last_name.gather(c)])
             ).to_series(),
@@ -1693,7 +1769,7 @@ class _Generator:
         for j, (reason, _source, _variant) in enumerate(update_plan):
             p = self._pick_period("brevo", "ndjson")
             t = self._ts_in_period(p)
-            ghost = f"ORD-{datetime.fromtimestamp(t, UTC).year}-{self.brevo_count + 100_000 + j:06d}"
+            ghost = f"ORD-{datetime.fromtimestamp(t, UTC).year}-{self.order_base + self.brevo_count + 100_000 + j:06d}"
             if reason == "missing_required_field":  # a Shipped update with no time at all
                 oid = ghost
                 if len(pool):  # an order placed before, the update in a later ndjson file
@@ -1831,7 +1907,7 @@ class _Generator:
         flat = pl.DataFrame(
             {
                 "externalOrderId": self.order_id.gather(idx_all),
-                "externalCustomerId": pl.Series(c + 70_000).cast(pl.String),
+                "externalCustomerId": pl.Series(c + self.customer_base + 70_000).cast(pl.String),
                 "totalCost": _money(sub - disc + ship),
                 "email": _null_where(cust.email.gather(c), mode == 2),
                 "phone": _null_where(cust.phone.gather(c), mode == 1),
@@ -1945,6 +2021,8 @@ class _Generator:
                     name = f"{ptext}-{stream}-{meta['_oid'][int(s)]}" + (f"-{label}" if label else "")
                 else:
                     name = f"{ptext}-{stream}"
+                if self.part:
+                    name += f"-part{self.part}"
                 paths.append(f"{source}/{ptext[:4]}/{name}.{KIND_EXT[kinds[kind[s]]]}")
             self._account(source, meta, paths, starts)
             self._write_files(fields, paths, kind, starts, ends, is_csv, csv_part, json_text)

@@ -179,11 +179,7 @@ def reason_brevo(r: dict, c: bool) -> str | None:
         return None  # unknown_order is decided after all files
     if not _present(r.get("id")) or not _present(r.get("date")):
         return "missing_required_field"
-    values = (
-        [_get(r, p) for p in money]
-        + [p.get("price") for p in products]
-        + [p.get("quantity") for p in products]
-    )
+    values = [_get(r, p) for p in money] + [p.get("price") for p in products] + [p.get("quantity") for p in products]
     if any(v is not None and not _is_num(v, c) for v in values):
         return "invalid_type"
     if _ts(r["date"]) is None:
@@ -192,10 +188,7 @@ def reason_brevo(r: dict, c: bool) -> str | None:
         return "missing_contact"
     if _present(r.get("status")) and str(r["status"]).lower() not in BREVO_STATUSES:
         return "unknown_status"
-    if any(
-        v is not None and Decimal(str(v)) < 0
-        for v in [_get(r, p) for p in money] + [p["price"] for p in products]
-    ):
+    if any(v is not None and Decimal(str(v)) < 0 for v in [_get(r, p) for p in money] + [p["price"] for p in products]):
         return "negative_amount"
     if not all(_positive_int(p["quantity"]) for p in products):
         return "invalid_quantity"
@@ -244,14 +237,10 @@ def reason_bonifiq(r: dict, c: bool) -> str | None:
 
 def reason_esputnik(r: dict, c: bool) -> str | None:
     items = r.get("items") or []
-    if not all(
-        _present(r.get(k)) for k in ("externalOrderId", "externalCustomerId", "totalCost", "status", "date")
-    ):
+    if not all(_present(r.get(k)) for k in ("externalOrderId", "externalCustomerId", "totalCost", "status", "date")):
         return "missing_required_field"
     if not all(
-        _present(i.get(k))
-        for i in items
-        for k in ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
+        _present(i.get(k)) for i in items for k in ("externalItemId", "name", "quantity", "cost", "url", "imageUrl")
     ):
         return "missing_required_field"
     values = [r.get("totalCost"), r.get("shipping"), r.get("discount")] + [i["cost"] for i in items]
@@ -321,8 +310,7 @@ def test_reason_codes_are_the_schema_codes():
     assigned = next(
         node.value
         for node in tree.body
-        if isinstance(node, ast.Assign)
-        and any(getattr(t, "id", None) == "REASON_CODES" for t in node.targets)
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "REASON_CODES" for t in node.targets)
     )
     assert list(REASON_CODES) == ast.literal_eval(assigned)
 
@@ -384,9 +372,7 @@ def test_paths_are_dated_and_sort_chronologically(run):
         assert all(intro for _, _, intro in first_seen.values())
         unknown = [oid for oid, _, _ in later if oid not in first_seen]
         expected_unknown = summary.bad_records_by_source[source]["unknown_order"]
-        expected_unknown += (
-            summary.bad_records_by_source[source]["missing_required_field"] if source == "brevo" else 0
-        )
+        expected_unknown += summary.bad_records_by_source[source]["missing_required_field"] if source == "brevo" else 0
         assert len(unknown) <= expected_unknown
         for oid, path, index in later:
             if oid in first_seen:
@@ -481,8 +467,7 @@ def test_brevo_shapes_and_money(run):
     assert all(product_keys <= set(p) and isinstance(p["category"], list) for p in r["products"])
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", r["date"])
     assert any(
-        "subscription" in r and set(r["subscription"]) == {"id", "type", "frequency", "isRecurring"}
-        for r in rich
+        "subscription" in r and set(r["subscription"]) == {"id", "type", "frequency", "isRecurring"} for r in rich
     )
     assert any(r.get("metadata", {}).get("isReferralOrder") is True for r in rich)
     # the seed's basic form: revenue, no financial block
@@ -510,13 +495,9 @@ def test_brevo_shapes_and_money(run):
     assert {"Luxury", "Eco-Friendly"} <= categories
     # status updates: shipped, delivered with a review incentive, cancellations and returns
     statuses = Counter(r["status"] for _, r, _ in updates)
-    assert {"Shipped", "Delivered", "Returned"} <= set(statuses) and statuses["Cancelled"] + statuses[
-        "Canceled"
-    ]
+    assert {"Shipped", "Delivered", "Returned"} <= set(statuses) and statuses["Cancelled"] + statuses["Canceled"]
     delivered = [r for _, r, _ in updates if r["status"] == "Delivered" and "loyalty" in r]
-    assert delivered and all(
-        set(r["loyalty"]) == {"reviewIncentive", "reviewIncentiveExpiry"} for r in delivered
-    )
+    assert delivered and all(set(r["loyalty"]) == {"reviewIncentive", "reviewIncentiveExpiry"} for r in delivered)
     shipped = next(r for _, r, _ in updates if r["status"] == "Shipped")
     assert set(shipped) == {"id", "status", "tracking", "fulfillment"} and "date" in shipped["fulfillment"]
 
@@ -544,9 +525,7 @@ def test_bonifiq_shapes_and_state_rules(run):
         "LastUpdate",
     ]
     assert {"OriginalId", "Name"} <= set(json_record["Customer"])
-    assert all(
-        set(p) == {"OriginalId", "Name", "Quantity", "Price", "Category"} for p in json_record["Products"]
-    )
+    assert all(set(p) == {"OriginalId", "Name", "Quantity", "Price", "Category"} for p in json_record["Products"])
     assert "currency" not in json_record and "Currency" not in json_record
     customer_ids = [r["Customer"]["OriginalId"] for r in records]
     assert any("@" in x for x in customer_ids)
@@ -574,9 +553,7 @@ def test_bonifiq_shapes_and_state_rules(run):
 def test_esputnik_shapes_offsets_and_resends(run):
     out, summary = run
     envelopes = [
-        p
-        for p, k in summary.file_kinds.items()
-        if p.startswith("esputnik/") and k.startswith("json_envelope")
+        p for p, k in summary.file_kinds.items() if p.startswith("esputnik/") and k.startswith("json_envelope")
     ]
     assert envelopes
     batch = json.loads(_open_text(out / envelopes[0]))
@@ -628,9 +605,7 @@ def test_esputnik_shapes_offsets_and_resends(run):
     assert any(s == ["ABANDONED_SHOPPING_CART"] for s in statuses.values())
     assert any("DELIVERED" in s and s[-1] == "CANCELLED" for s in statuses.values())  # returns
     assert any(s[:2] == ["INITIALIZED", "CANCELLED"] for s in statuses.values())  # cancelled before delivery
-    assert summary.abandoned_carts == sum(
-        1 for s in statuses.values() if set(s) == {"ABANDONED_SHOPPING_CART"}
-    )
+    assert summary.abandoned_carts == sum(1 for s in statuses.values() if set(s) == {"ABANDONED_SHOPPING_CART"})
 
 
 def test_csv_headers_are_the_dotted_fields(run):
@@ -641,9 +616,7 @@ def test_csv_headers_are_the_dotted_fields(run):
         ("esputnik", {"items", "totalCost", "externalOrderId"}),
     ):
         path = next(
-            p
-            for p, k in summary.file_kinds.items()
-            if p.startswith(source + "/") and k == "csv" and "-orders" in p
+            p for p, k in summary.file_kinds.items() if p.startswith(source + "/") and k == "csv" and "-orders" in p
         )
         header = next(csv.reader(io.StringIO(_open_text(out / path))))
         assert expected <= set(header), source
@@ -686,21 +659,15 @@ def test_summary_counts_and_exact_duplicates(run):
     assert all(summary.orders_per_source[s] > 0.2 * ORDERS for s in SOURCES)
     for source, id_key in (("brevo", "id"), ("bonifiq", "OriginalId"), ("esputnik", "externalOrderId")):
         ids = {
-            r[id_key]
-            for _, r, _, _ in _records(out, summary, source)
-            if not (source == "brevo" and is_brevo_update(r))
+            r[id_key] for _, r, _, _ in _records(out, summary, source) if not (source == "brevo" and is_brevo_update(r))
         }
         assert len(ids) == summary.orders_per_source[source]
-        same = Counter(
-            json.dumps(_canonical(r), sort_keys=True) for _, r, _, _ in _records(out, summary, source)
-        )
+        same = Counter(json.dumps(_canonical(r), sort_keys=True) for _, r, _, _ in _records(out, summary, source))
         assert sum(n - 1 for n in same.values() if n > 1) == summary.duplicates_per_source[source] > 0
     assert all(summary.updates_per_source[s] > 0 for s in SOURCES)
     # repeat buyers: most people order once or twice, a few many times
     per_email = Counter(
-        r["email"].lower()
-        for _, r, _, _ in _records(out, summary, "brevo")
-        if not is_brevo_update(r) and "email" in r
+        r["email"].lower() for _, r, _, _ in _records(out, summary, "brevo") if not is_brevo_update(r) and "email" in r
     )
     counts = list(per_email.values())
     assert sum(1 for n in counts if n <= 2) > 0.5 * len(counts)
@@ -741,3 +708,30 @@ def test_other_file_periods(tmp_path, period):
     assert {k: v for k, v in found.items() if v} == {
         (b.source, b.path, b.index): b.reason for b in summary.bad_record_locations
     }
+
+
+def test_large_data_sets_are_written_in_parts_that_are_one_shop(tmp_path, monkeypatch):
+    import pipelines.generate as generator
+
+    monkeypatch.setattr(generator, "PART_ORDERS", 1000)
+    out = tmp_path / "raw"
+    summary = generate(out, 2500, seed=5)
+    assert summary.orders == 2500 and sum(summary.orders_per_source.values()) == 2500
+    assert summary.customers == 625
+    parts = {f.rsplit("-part", 1)[1].split(".")[0] if "-part" in f else "0" for f in summary.files}
+    assert parts == {"0", "1", "2"}
+    assert len(summary.files) == len(set(summary.files)) == len(list(out.rglob("*.*")))
+    for source, id_key in (("brevo", "id"), ("bonifiq", "OriginalId"), ("esputnik", "externalOrderId")):
+        ids = {
+            r[id_key] for _, r, _, _ in _records(out, summary, source) if not (source == "brevo" and is_brevo_update(r))
+        }
+        assert len(ids) == summary.orders_per_source[source]  # no order id shared by two parts
+    # people of different parts are different people: no e-mail or phone in two parts
+    part_of: dict[str, set[str]] = {}
+    for source in SOURCES:
+        for path, record, _, _ in _records(out, summary, source):
+            part = path.rsplit("-part", 1)[1].split(".")[0] if "-part" in path else "0"
+            for key in ("email", "phone"):
+                if record.get(key):
+                    part_of.setdefault(str(record[key]).lower(), set()).add(part)
+    assert part_of and all(len(parts) == 1 for parts in part_of.values())
