@@ -92,9 +92,11 @@ def file_batches(files: list[RawFile], limit: int) -> list[list[RawFile]]:
 def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_stage) -> IngestReport:
     """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files.
 
-    New files are read and validated batch by batch (bounded memory); every batch's events are written in the
-    one transaction of the step. A status update whose order has not arrived yet is held back until every batch
-    is read, then admitted or quarantined as `unknown_order`: the outcome does not depend on the batch size.
+    New files are read, validated and written batch by batch, one transaction per batch (memory stays that of
+    one batch, and a killed run keeps the batches it finished: their files are not read again). A status update
+    whose order has not arrived is quarantined as `unknown_order` with its batch; once every batch is written,
+    those whose order came in a later batch are admitted, as `unknown_order` records are on every run. The
+    outcome does not depend on the batch size.
     """
     with stage("read"):
         files, warnings = discover_files(settings.raw_dir)
@@ -120,130 +122,140 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
             ]
         batches = file_batches(new, batch_bytes()) or [[]]
         record_key = ["file_sha256", "record_index"]
-        quarantine_frames: list[pl.DataFrame] = []
         held_frames: list[pl.DataFrame] = []
-        file_frames: list[pl.DataFrame] = []
+        reason_frames: list[pl.DataFrame] = []  # (file_sha256, record_index, reason_code) of new files' records
+        totals = {"records_read": 0, "records_accepted": 0, "records_quarantined": 0}
         errors: list[str] = []
         readmitted = 0
-        with warehouse.transaction(con):
-            for number, batch in enumerate(batches):
-                first = number == 0
-                with stage("read"):
-                    for f in batch:
-                        log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
-                    if len(batches) > 1:
-                        log.info("batch %d of %d: %d files", number + 1, len(batches), len(batch))
-                    read = read_files(batch, retry if first else None)
-                with stage("validate"):
-                    result = validate_records(
-                        read,
-                        rules,
-                        run_id=run_id,
-                        ingested_at=now,
-                        document_salt=settings.document_salt,
-                        retry=retry if first else None,
-                        known_orders=known,
-                    )
-                    del read
-                    for message in result.errors:
-                        log.warning("unreadable file: %s", message)
-                    errors.extend(result.errors)
-                    readmitted += result.readmitted
-                    warehouse.append(con, "order_events", result.events)
-                    full = result.events.filter(pl.col("record_kind") == "order")["order_id"]
-                    known = pl.concat([known, full]) if full.len() else known
-                    quarantine_frames.append(result.quarantine)
-                    held_frames.append(result.held)
-                    file_frames.append(result.files)
+        for number, batch in enumerate(batches):
+            first = number == 0
+            with stage("read"):
+                for f in batch:
+                    log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
+                if len(batches) > 1:
+                    log.info("batch %d of %d: %d files", number + 1, len(batches), len(batch))
+                read = read_files(batch, retry if first else None)
             with stage("validate"):
-                # Held-back updates whose order arrived in a later batch are admitted now.
-                held = pl.concat(held_frames, how="vertical")
-                admitted = held.filter(pl.col("order_id").is_in(known.implode()))
-                warehouse.append(con, "order_events", admitted)
-                quarantine = pl.concat(quarantine_frames, how="vertical")
-                quarantine = quarantine.join(admitted.select(record_key), on=record_key, how="anti")
-                retried = retry.select(record_key)
-                readmitted += admitted.join(retried, on=record_key, how="semi").height
-                files_frame = _recount(pl.concat(file_frames, how="vertical"), admitted)
-                copy_rows = pl.DataFrame(
-                    {
-                        "path": [f.rel_path for f in copies],
-                        "source": [f.source for f in copies],
-                        "sha256": [f.sha256 for f in copies],
-                        "size_bytes": [f.size_bytes for f in copies],
-                        "records_read": [0] * len(copies),
-                        "records_accepted": [0] * len(copies),
-                        "records_quarantined": [0] * len(copies),
-                        "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
-                        "first_ingested_at": [now] * len(copies),
-                        "last_ingested_at": [now] * len(copies),
-                    },
-                    schema=warehouse.CORE_TABLES["ingest_files"],
+                result = validate_records(
+                    read,
+                    rules,
+                    run_id=run_id,
+                    ingested_at=now,
+                    document_salt=settings.document_salt,
+                    retry=retry if first else None,
+                    known_orders=known,
                 )
-                # A retried record whose outcome is the same (still unknown_order) keeps its quarantine row as it
-                # was: a run that finds nothing new changes no row (idempotency). Only the retried records whose
-                # outcome changed are deleted and written again (re-admitted as events, or quarantined for
-                # another reason).
-                unchanged = (
-                    quarantine.join(retried, on=record_key, how="semi")
-                    .filter(pl.col("reason_code") == "unknown_order")
-                    .select(record_key)
+                del read
+                for message in result.errors:
+                    log.warning("unreadable file: %s", message)
+                errors.extend(result.errors)
+                readmitted += result.readmitted
+                quarantine = result.quarantine
+                file_rows = result.files
+                if first:
+                    # A retried record whose outcome is the same (still unknown_order) keeps its quarantine row
+                    # as it was: a run that finds nothing new changes no row (idempotency). Only the retried
+                    # records whose outcome changed are deleted and written again (re-admitted as events, or
+                    # quarantined for another reason).
+                    unchanged = (
+                        quarantine.join(retry.select(record_key), on=record_key, how="semi")
+                        .filter(pl.col("reason_code") == "unknown_order")
+                        .select(record_key)
+                    )
+                    quarantine = quarantine.join(unchanged, on=record_key, how="anti")
+                    resolved = retry.join(unchanged, on=record_key, how="anti").select(record_key)
+                    file_rows = pl.concat([file_rows, _copy_rows(copies, now)])
+                with warehouse.transaction(con):
+                    warehouse.append(con, "order_events", result.events)
+                    if first and resolved.height:
+                        _delete_quarantined(con, resolved)
+                    warehouse.append(con, "quarantine", quarantine)
+                    warehouse.append(con, "ingest_files", file_rows)
+                    if first and resolved.height:
+                        _recount_files(con, resolved, now)
+                full = result.events.filter(pl.col("record_kind") == "order")["order_id"]
+                known = pl.concat([known, full]) if full.len() else known
+                held_frames.append(result.held)
+                batch_sha = [f.sha256 for f in batch]
+                reason_frames.append(
+                    result.quarantine.filter(pl.col("file_sha256").is_in(batch_sha)).select(*record_key, "reason_code")
                 )
-                new_quarantine = quarantine.join(unchanged, on=record_key, how="anti")
-                resolved = retry.join(unchanged, on=record_key, how="anti").select("source_file", *record_key)
-                if resolved.height:
-                    con.execute(
-                        "delete from core.quarantine q using resolved r where q.reason_code = 'unknown_order' "
-                        "and q.file_sha256 = r.file_sha256 and q.record_index = r.record_index"
-                    )
-                warehouse.append(con, "quarantine", new_quarantine)
-                warehouse.append(con, "ingest_files", pl.concat([files_frame, copy_rows]))
-                if resolved.height:
-                    # Re-admitted records move from quarantined to accepted in their file's counts; those files'
-                    # last_ingested_at says when their records were last ingested. Files seen again unchanged are
-                    # not touched.
-                    con.execute(
-                        """
-                        update core.ingest_files f set
-                            records_accepted = (select count(*) from core.order_events e
-                                                where e.source_file = f.path and e.file_sha256 = f.sha256),
-                            records_quarantined = (select count(*) from core.quarantine q
-                                                   where q.source_file = f.path and q.file_sha256 = f.sha256),
-                            last_ingested_at = ?
-                        where f.records_read > 0 and f.sha256 in (select file_sha256 from resolved)
-                        """,
-                        [now],
-                    )
-    new_sha = [f.sha256 for f in new]
-    counted = quarantine.filter(pl.col("file_sha256").is_in(new_sha))
+                for name in totals:
+                    totals[name] += int(result.files[name].sum())
+                del result
+        with stage("validate"):
+            # Status updates held back whose order came in a later batch of this run are admitted now.
+            held = pl.concat(held_frames, how="vertical")
+            admitted = held.filter(pl.col("order_id").is_in(known.implode()))
+            if admitted.height:
+                keys = admitted.select(record_key)
+                with warehouse.transaction(con):
+                    warehouse.append(con, "order_events", admitted)
+                    _delete_quarantined(con, keys)
+                    _recount_files(con, keys, now)
+                readmitted += admitted.join(retry.select(record_key), on=record_key, how="semi").height
+                moved = admitted.filter(pl.col("file_sha256").is_in([f.sha256 for f in new])).height
+                totals["records_accepted"] += moved
+                totals["records_quarantined"] -= moved
+            reasons = pl.concat(reason_frames, how="vertical").join(
+                admitted.select(record_key), on=record_key, how="anti"
+            )
     return IngestReport(
         files_seen=len(files),
         files_ingested=len(new),
         files_skipped=len(again) + len(copies),
         files_unreadable=errors,
-        records_read=int(files_frame["records_read"].sum()),
-        records_accepted=int(files_frame["records_accepted"].sum()),
-        records_quarantined=int(files_frame["records_quarantined"].sum()),
-        quarantined_by_reason=value_counts(counted, "reason_code"),
+        records_read=totals["records_read"],
+        records_accepted=totals["records_accepted"],
+        records_quarantined=totals["records_quarantined"],
+        quarantined_by_reason=value_counts(reasons, "reason_code"),
         retried=retry.height,
         readmitted=readmitted,
         warnings=warnings,
     )
 
 
-def _recount(files: pl.DataFrame, admitted: pl.DataFrame) -> pl.DataFrame:
-    """Move held-back updates admitted at the end from quarantined to accepted in their files' counts."""
-    if not admitted.height:
-        return files
-    moved = admitted.group_by("file_sha256").agg(pl.len().alias("moved"))
-    return (
-        files.join(moved, left_on="sha256", right_on="file_sha256", how="left")
-        .with_columns(pl.col("moved").fill_null(0))
-        .with_columns(
-            (pl.col("records_accepted") + pl.col("moved")).alias("records_accepted"),
-            (pl.col("records_quarantined") - pl.col("moved")).alias("records_quarantined"),
-        )
-        .drop("moved")
+def _copy_rows(copies: list[RawFile], now: datetime) -> pl.DataFrame:
+    """core.ingest_files rows of files whose content was already ingested under another name."""
+    return pl.DataFrame(
+        {
+            "path": [f.rel_path for f in copies],
+            "source": [f.source for f in copies],
+            "sha256": [f.sha256 for f in copies],
+            "size_bytes": [f.size_bytes for f in copies],
+            "records_read": [0] * len(copies),
+            "records_accepted": [0] * len(copies),
+            "records_quarantined": [0] * len(copies),
+            "error": ["same content as a file already ingested: not ingested twice"] * len(copies),
+            "first_ingested_at": [now] * len(copies),
+            "last_ingested_at": [now] * len(copies),
+        },
+        schema=warehouse.CORE_TABLES["ingest_files"],
+    )
+
+
+def _delete_quarantined(con, keys: pl.DataFrame) -> None:
+    """Remove the `unknown_order` quarantine rows of the records `keys` (file_sha256, record_index)."""
+    con.execute(
+        "delete from core.quarantine q using keys r where q.reason_code = 'unknown_order' "
+        "and q.file_sha256 = r.file_sha256 and q.record_index = r.record_index"
+    )
+
+
+def _recount_files(con, keys: pl.DataFrame, now: datetime) -> None:
+    """Re-admitted records move from quarantined to accepted in their file's counts; those files'
+    last_ingested_at says when their records were last ingested. Files seen again unchanged are not touched."""
+    con.execute(
+        """
+        update core.ingest_files f set
+            records_accepted = (select count(*) from core.order_events e
+                                where e.source_file = f.path and e.file_sha256 = f.sha256),
+            records_quarantined = (select count(*) from core.quarantine q
+                                   where q.source_file = f.path and q.file_sha256 = f.sha256),
+            last_ingested_at = ?
+        where f.records_read > 0 and f.sha256 in (select file_sha256 from keys)
+        """,
+        [now],
     )
 
 
@@ -312,7 +324,7 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
     with warehouse.connect(settings.warehouse) as con:
         warehouse.ensure_core(con)
         con.execute(
-            "create table if not exists core.canonical_runs (run_id varchar, fingerprint varchar, merged_at timestamp)"
+            "create table if not exists core.canonical_runs (run_id varchar, fingerprint varchar)"
         )
         new_runs = con.sql(  # noqa: F841 (read by DuckDB)
             "select distinct run_id from core.order_events where run_id not in "
@@ -340,10 +352,7 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
                 if mode == "full":
                     con.execute("delete from core.canonical_runs")
                 merged_runs = "(select distinct run_id from core.order_events)" if mode == "full" else "new_runs"
-                con.execute(
-                    f"insert into core.canonical_runs select run_id, ?, ? from {merged_runs}",
-                    [fingerprint, now_utc()],
-                )
+                con.execute(f"insert into core.canonical_runs select run_id, ? from {merged_runs}", [fingerprint])
         by_status = con.sql("select status, count(*) from core.orders group by status order by status").fetchall()
         order_count = con.sql("select count(*) from core.orders").fetchone()[0]
         item_count = con.sql("select count(*) from core.order_items").fetchone()[0]

@@ -7,6 +7,7 @@ schedule and `dagster dev` all read one set of settings the same way.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -35,6 +36,15 @@ DEFAULTS = {
 
 class SettingsError(ValueError):
     """A setting with a value that cannot be used (bad usage: exit 2)."""
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's memory limit for the pipeline's own connections (past it DuckDB spills to disk): the environment
+    variable LOYALTY_DUCKDB_MEMORY (e.g. '2GB', '512MB'), default 3GB."""
+    value = (os.environ.get("LOYALTY_DUCKDB_MEMORY") or "3GB").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
+        raise SettingsError(f"LOYALTY_DUCKDB_MEMORY {value!r} is not a size such as 2GB or 512MB")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Settings:
         else:
             as_of = datetime.now(UTC).date()
         rules = pick("rules")
+        duckdb_memory_limit()  # refused here, before any work, when it is not a size
         return cls(
             raw_dir=Path(pick("raw_dir")).expanduser().absolute(),
             warehouse=Path(pick("warehouse")).expanduser().absolute(),

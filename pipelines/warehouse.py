@@ -22,6 +22,7 @@ from pipelines.schemas import (
     QUARANTINE_COLUMNS,
     empty_frame,
 )
+from pipelines.settings import duckdb_memory_limit
 
 CORE_TABLES: dict[str, dict[str, pl.DataType]] = {
     "order_events": EVENT_COLUMNS,
@@ -40,6 +41,8 @@ def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
     try:
+        # DuckDB takes 80 % of the machine's memory by default; past this limit it spills to disk instead.
+        con.execute(f"set memory_limit = '{duckdb_memory_limit()}'")
         con.execute("set TimeZone = 'UTC'")
         con.execute("set enable_progress_bar = false")
         yield con
