@@ -407,8 +407,13 @@ def _gg_ll_grad(
     px = p * x
     log_xm_v = np.log(x * m + v)
     ll = (
-        special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q)
-        + q * math.log(v) + (px - 1.0) * np.log(m) + px * np.log(x) - (px + q) * log_xm_v
+        special.gammaln(px + q)
+        - special.gammaln(px)
+        - special.gammaln(q)
+        + q * math.log(v)
+        + (px - 1.0) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * log_xm_v
     )
     if not gradient:
         return ll, None

@@ -5,9 +5,14 @@ Opening a DuckDB connection costs tens of milliseconds; a cursor on a shared one
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import threading
 
 import duckdb
+
+from pipelines.settings import duckdb_memory_limit
 
 _lock = threading.Lock()
 _base: duckdb.DuckDBPyConnection | None = None
@@ -19,6 +24,11 @@ def scratch() -> duckdb.DuckDBPyConnection:
     with _lock:
         if _base is None:
             _base = duckdb.connect()
+            # Column work on one batch at a time needs little; past the limit DuckDB spills to a private folder.
+            _base.execute(f"set memory_limit = '{duckdb_memory_limit()}'")
+            spill = tempfile.mkdtemp(prefix="loyalty-duckdb-")
+            atexit.register(shutil.rmtree, spill, ignore_errors=True)
+            _base.execute(f"set temp_directory = '{spill}'")
         cursor = _base.cursor()
     cursor.execute("set TimeZone = 'UTC'")
     cursor.execute("set enable_progress_bar = false")  # no bar on a terminal from long column work

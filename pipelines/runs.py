@@ -62,8 +62,9 @@ class IngestReport:
 
 
 # Files are read and validated in batches of about this many raw bytes (a gzipped file counts for what it holds,
-# roughly), so memory stays bounded however many files arrive at once. LOYALTY_INGEST_BATCH_MB overrides it.
-BATCH_BYTES = 256 * 2**20
+# roughly), so memory stays bounded however many files arrive at once: a batch needs some 15-25 times its size.
+# LOYALTY_INGEST_BATCH_MB overrides it.
+BATCH_BYTES = 64 * 2**20
 GZIP_EXPANSION = 8
 
 
@@ -323,9 +324,7 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
     fingerprint = canonical_fingerprint(rules)
     with warehouse.connect(settings.warehouse) as con:
         warehouse.ensure_core(con)
-        con.execute(
-            "create table if not exists core.canonical_runs (run_id varchar, fingerprint varchar)"
-        )
+        con.execute("create table if not exists core.canonical_runs (run_id varchar, fingerprint varchar)")
         new_runs = con.sql(  # noqa: F841 (read by DuckDB)
             "select distinct run_id from core.order_events where run_id not in "
             "(select run_id from core.canonical_runs where fingerprint = ?)",
