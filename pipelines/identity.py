@@ -35,7 +35,11 @@ def identifiers(events: pl.DataFrame) -> pl.DataFrame:
 
 def resolve(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(order_id → customer_id, identifier → customer_id) from all accepted events."""
-    ids = identifiers(events)
+    return resolve_pairs(identifiers(events).select("order_id", "identifier"))
+
+
+def resolve_pairs(ids: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`resolve` from the (order_id, identifier) pairs of the events (repeated pairs change nothing)."""
     nodes = ids.select(pl.col("identifier").unique().sort()).with_row_index("node")
     if nodes.height == 0:
         empty = pl.DataFrame(schema={"order_id": pl.String, "customer_id": pl.String})
@@ -86,3 +90,65 @@ def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.Da
         pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")
     ).collect()
     return conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)
+
+
+# The same two steps over the warehouse for millions of events: DuckDB reduces the events to one row per order
+# (and one per distinct order and identifier) before anything reaches Python. The results are those of
+# `resolve` and `build_customers`: the latest non-null value of a customer in processing order (order_id first,
+# then the record order within an order) is the latest of the order with the greatest order_id that has one.
+_CONTACTS = ("email", "phone", "first_name", "last_name", "document_hash")
+
+
+def resolve_in_warehouse(con, events: str = "core.order_events") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(order_id → customer_id, core.customers) from the events table `events` of the DuckDB connection `con`."""
+    pairs = con.sql(
+        f"""
+        select distinct order_id, identifier from (
+            select order_id, unnest([
+                'email:' || email, 'phone:' || phone,
+                'id:' || source || ':' || source_customer_id, 'doc:' || document_hash
+            ]) as identifier
+            from {events}
+        ) where identifier is not null
+        """
+    ).pl()
+    order_customer, _ = resolve_pairs(pairs)
+    del pairs
+    latest = ",\n".join(f"arg_max({c}, seq) filter (where {c} is not null) as {c}" for c in _CONTACTS)
+    per_order = con.sql(
+        f"""
+        with numbered as (
+            select *, row_number() over (
+                partition by order_id
+                order by sort_time asc nulls first, source_file, ingested_at, record_index
+            ) as seq
+            from {events}
+        )
+        select order_id,
+            {latest},
+            min(placed_at) as placed_at,
+            min(ingested_at) as ingested_at,
+            list(distinct source) as sources,
+            list(distinct source || ':' || source_customer_id)
+                filter (where source_customer_id is not null) as source_customer_ids
+        from numbered
+        group by order_id
+        """
+    ).pl()
+    ordered = per_order.lazy().join(order_customer.lazy(), on="order_id", how="inner").sort("order_id")
+    customers = ordered.group_by("customer_id").agg(
+        *[pl.col(c).drop_nulls().last().alias(c) for c in _CONTACTS],
+        pl.col("placed_at").min().alias("first_seen_at"),
+        pl.col("ingested_at").min().alias("first_ingested_at"),
+        pl.col("sources").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("sources"),
+        pl.col("source_customer_ids")
+        .list.explode(keep_nulls=False, empty_as_null=False)
+        .drop_nulls()
+        .unique()
+        .sort()
+        .alias("source_customer_ids"),
+    )
+    customers = customers.with_columns(
+        pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")
+    ).collect()
+    return order_customer, conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)

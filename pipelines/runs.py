@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines import warehouse
-from pipelines.identity import build_customers, resolve
+from pipelines.identity import resolve_in_warehouse
 from pipelines.ingest import read_files, validate_records
 from pipelines.merge import merge_orders
 from pipelines.reading import RawFile, discover_files
@@ -273,23 +273,6 @@ class CanonicalReport:
 # Orders are merged in buckets of about this many events (by a hash of order_id: an order's events are always in
 # one bucket), so memory stays bounded. LOYALTY_MERGE_BUCKET_EVENTS overrides it (tests use tiny buckets).
 MERGE_BUCKET_EVENTS = 500_000
-# What identity resolution and core.customers read of each event: not the items, amounts or addresses.
-IDENTITY_COLUMNS = [
-    "event_id",
-    "order_id",
-    "source",
-    "source_customer_id",
-    "email",
-    "phone",
-    "document_hash",
-    "first_name",
-    "last_name",
-    "placed_at",
-    "ingested_at",
-    "sort_time",
-    "source_file",
-    "record_index",
-]
 
 
 def merge_buckets(events: int) -> int:
@@ -370,11 +353,8 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
     """Merge the `touched` orders (every order when None) and resolve identity over every event; returns the
     number of orders merged. Writes in one transaction."""
     with stage("identity"):
-        contacts = con.sql(f"select {', '.join(IDENTITY_COLUMNS)} from core.order_events").pl()
-        order_customer, _ = resolve(contacts)
-        customers = build_customers(contacts, order_customer)
+        order_customer, customers = resolve_in_warehouse(con)
         Customers.validate(customers, lazy=True)
-        del contacts
     if touched is None:
         source = "core.order_events"
         count = con.sql("select count(*) from core.order_events").fetchone()[0]

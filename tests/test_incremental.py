@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipelines import runs
@@ -140,3 +141,48 @@ def test_new_fx_rates_merge_every_order_again(generated, tmp_path) -> None:
     assert report.mode == "full" and report.orders_merged == report.orders
     _, after = query(settings.warehouse, eur_total)[0]
     assert count > 0 and abs(after - 2 * before) <= count * Decimal("0.01")
+
+
+def test_identity_in_the_warehouse_equals_identity_over_the_events(generated, tmp_path) -> None:
+    """runs.py resolves customers with DuckDB reducing the events first; the pure functions are the reference."""
+    from pipelines import warehouse
+    from pipelines.identity import build_customers, resolve, resolve_in_warehouse
+
+    raw = tmp_path / "raw"
+    shutil.copytree(generated, raw)
+    # one order sent twice with another phone and first name: the later file's values win
+    for day, phone, first in (("21", "+55 11 91111-1111", "Ana"), ("22", "+55 11 92222-2222", "Bia")):
+        record = {
+            "externalOrderId": "CHG-1",
+            "externalCustomerId": "C-CHG",
+            "totalCost": 50,
+            "status": "DELIVERED",
+            "date": f"2025-06-{day}T10:00:00Z",
+            "phone": phone,
+            "firstName": first,
+            "currency": "EUR",
+            "items": [
+                {
+                    "externalItemId": "S",
+                    "name": "N",
+                    "quantity": 1,
+                    "cost": 50,
+                    "url": "http://example.com/s",
+                    "imageUrl": "http://example.com/s.png",
+                }
+            ],
+        }
+        (raw / "esputnik" / f"2025-06-{day}-chg.ndjson").write_text(json.dumps(record) + "\n")
+    settings = settings_for(raw, tmp_path / "w")
+    runs.ingest(settings, default_rules(), run_id="r1")
+    with warehouse.connect(settings.warehouse) as con:
+        order_customer, customers = resolve_in_warehouse(con)
+        events = warehouse.read_table(con, "order_events")
+    expected_orders, _ = resolve(events)
+    expected_customers = build_customers(events, expected_orders)
+    assert order_customer.sort("order_id").equals(expected_orders.sort("order_id"))
+    assert customers.height == expected_customers.height > 100
+    assert customers.equals(expected_customers)
+    assert customers["source_customer_ids"].list.len().sum() > 0 and customers["document_hash"].null_count() > 0
+    changed = customers.filter(pl.col("source_customer_ids").list.contains("esputnik:C-CHG"))
+    assert changed["first_name"].to_list() == ["Bia"]
