@@ -86,10 +86,18 @@ def raw_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
 def canonical_orders(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     """Orders merged from their records, their lines, and customers resolved by identity."""
     report = runs.rebuild_canonical(settings.resolved(), settings.load_rules())
-    context.log.info(f"{report.orders} orders {report.orders_by_status}, {report.customers} customers")
+    context.log.info(
+        f"{report.orders} orders {report.orders_by_status}, {report.customers} customers; "
+        f"{report.orders_merged} orders merged ({report.mode})"
+    )
     yield dg.MaterializeResult(
         asset_key=ORDERS,
-        metadata={"orders": report.orders, "by_status": dg.MetadataValue.json(report.orders_by_status)},
+        metadata={
+            "orders": report.orders,
+            "by_status": dg.MetadataValue.json(report.orders_by_status),
+            "orders_merged": report.orders_merged,
+            "rebuild": report.mode,
+        },
     )
     yield dg.MaterializeResult(asset_key=ORDER_ITEMS, metadata={"order_items": report.order_items})
     yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata={"customers": report.customers})
