@@ -124,7 +124,7 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         batches = file_batches(new, batch_bytes()) or [[]]
         record_key = ["file_sha256", "record_index"]
         held_frames: list[pl.DataFrame] = []
-        reason_frames: list[pl.DataFrame] = []  # (file_sha256, record_index, reason_code) of new files' records
+        reasons: dict[str, int] = {}  # quarantined records of the new files, by reason
         totals = {"records_read": 0, "records_accepted": 0, "records_quarantined": 0}
         errors: list[str] = []
         readmitted = 0
@@ -174,13 +174,16 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                     warehouse.append(con, "ingest_files", file_rows)
                     if first and resolved.height:
                         _recount_files(con, resolved, now)
-                full = result.events.filter(pl.col("record_kind") == "order")["order_id"]
+                full = pl.from_arrow(result.events.filter(pl.col("record_kind") == "order")["order_id"].to_arrow())
                 known = pl.concat([known, full]) if full.len() else known
-                held_frames.append(result.held)
+                # A frame filtered from a batch's frames shares their buffers: kept across batches, it would keep
+                # every batch's memory alive. A copy through Arrow holds only its own rows.
+                held_frames.append(pl.from_arrow(result.held.to_arrow()))
                 batch_sha = [f.sha256 for f in batch]
-                reason_frames.append(
-                    result.quarantine.filter(pl.col("file_sha256").is_in(batch_sha)).select(*record_key, "reason_code")
-                )
+                for reason, n in value_counts(
+                    result.quarantine.filter(pl.col("file_sha256").is_in(batch_sha)), "reason_code"
+                ).items():
+                    reasons[reason] = reasons.get(reason, 0) + n
                 for name in totals:
                     totals[name] += int(result.files[name].sum())
                 del result
@@ -198,9 +201,7 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                 moved = admitted.filter(pl.col("file_sha256").is_in([f.sha256 for f in new])).height
                 totals["records_accepted"] += moved
                 totals["records_quarantined"] -= moved
-            reasons = pl.concat(reason_frames, how="vertical").join(
-                admitted.select(record_key), on=record_key, how="anti"
-            )
+                reasons["unknown_order"] = reasons.get("unknown_order", 0) - moved
     return IngestReport(
         files_seen=len(files),
         files_ingested=len(new),
@@ -209,7 +210,7 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         records_read=totals["records_read"],
         records_accepted=totals["records_accepted"],
         records_quarantined=totals["records_quarantined"],
-        quarantined_by_reason=value_counts(reasons, "reason_code"),
+        quarantined_by_reason={reason: n for reason, n in sorted(reasons.items()) if n},
         retried=retry.height,
         readmitted=readmitted,
         warnings=warnings,
