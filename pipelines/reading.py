@@ -644,17 +644,6 @@ def split_records(file: RawFile) -> pl.DataFrame | CsvPending:
     return _split_csv(file, text)
 
 
-def read_records(file: RawFile, *, check: bool = True) -> pl.DataFrame:
-    """Split one raw file into records; raises UnreadableFile when the file as a whole cannot be read.
-
-    With `check=False` the JSON texts are not yet validated: the caller runs `check_objects` over many files.
-    """
-    frame = split_records(file)
-    if isinstance(frame, CsvPending):
-        frame = finish_csv([frame])[0]
-    return check_objects(frame) if check and frame.height else frame
-
-
 def raw_signature(raw_dir: Path) -> str:
     """A cheap fingerprint of what the raw directory holds (paths, sizes, modification times), no reading.
 
