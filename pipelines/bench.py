@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipelines.settings import DBT_PROJECT_DIR, PROJECT_ROOT
@@ -77,6 +77,7 @@ class BenchResult:
     peak_rss_bytes: int = 0
     generate_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    daily: DailyResult | None = None
 
     @property
     def ratio(self) -> float:
@@ -92,6 +93,7 @@ class BenchResult:
         out["ratio"] = round(self.ratio, 2)
         out["cpu_ratio"] = round(self.cpu_ratio, 2)
         out["total_rows_per_s"] = round(self.records / self.total_s, 1) if self.total_s else 0.0
+        out["daily"] = self.daily.to_json() if self.daily else None
         return out
 
 
@@ -169,6 +171,11 @@ class StageClock:
         if children_after > children_before:  # a child (dbt) reached a new high during this stage
             peak_kib = max(peak_kib, children_after)
         figures.peak_rss_bytes = max(figures.peak_rss_bytes, peak_kib * 1024)
+
+    def in_order(self, skip: frozenset[str] = frozenset()) -> list[StageFigures]:
+        """The stages run, in pipeline order (any other stage name last)."""
+        ordered = [self.stages[name] for name in STAGES if name not in skip]
+        return ordered + [f for name, f in self.stages.items() if name not in STAGES]
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -314,21 +321,19 @@ def run_bench(
     data_dir: Path = DEFAULT_DATA_DIR,
     threads: int | None = None,
     skip: frozenset[str] = frozenset(),
+    daily: bool = False,
     progress=None,
 ) -> BenchResult:
-    """Generate (once) and run every stage on N orders in a fresh warehouse; then the floor.
+    """Generate (once) and run every stage on N generated orders in a fresh warehouse; then the floor.
 
     `skip` may hold `dbt` (and then `exports`, which read the marts): the total then leaves them out, and the
-    notes say so.
+    notes say so. `daily` adds the daily run (see `run_daily`), compared with this full run.
     """
     import duckdb
 
-    from pipelines import runs, warehouse
-    from pipelines.exports import FORMATS, export_segments, known_segments
     from pipelines.generate import DEFAULT_END_DATE
     from pipelines.reading import discover_files
     from pipelines.rules import load_rules
-    from pipelines.settings import Settings
 
     say = progress or (lambda message: None)
     threads = threads or os.cpu_count() or 1
@@ -337,25 +342,78 @@ def run_bench(
     raw, generate_s = ensure_data(data_dir, orders, seed)
     work = dataset_dir(data_dir, orders, seed) / "run"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    rules = load_rules(None)
+    skip = frozenset(skip) | ({"exports"} if "dbt" in skip else frozenset())
+    clock = StageClock()
+    outcome = run_pipeline(raw, work, DEFAULT_END_DATE, rules, clock, skip, say)
+
+    say("floor (DuckDB reads every raw file once)")
+    files, _ = discover_files(raw)
+    floor_s, floor_cpu_s, floor_records = floor_seconds([f.path for f in files], threads)
+
+    stages = clock.in_order(skip)
+    result = BenchResult(
+        orders=orders,
+        seed=seed,
+        git_sha=_git_sha(),
+        started_at=started.isoformat(timespec="seconds"),
+        threads=threads,
+        cpus=os.cpu_count() or 1,
+        duckdb_version=duckdb.__version__,
+        raw_files=len(files),
+        raw_bytes=sum(f.size_bytes for f in files),
+        records=outcome.records_read,
+        stages=stages,
+        floor_s=floor_s,
+        floor_cpu_s=floor_cpu_s,
+        floor_records=floor_records,
+        total_s=sum(s.wall_s for s in stages),
+        total_cpu_s=sum(s.cpu_s for s in stages),
+        peak_rss_bytes=max(s.peak_rss_bytes for s in stages),
+        generate_s=generate_s,
+        notes=[
+            f"ledger entries {outcome.ledger_entries}, customers {outcome.customers}, "
+            f"quarantined {outcome.records_quarantined}",
+            *([f"skipped: {', '.join(sorted(skip))} (not in the total)"] if skip else []),
+        ],
+    )
+    if daily:
+        result.daily = run_daily(raw, work, dataset_dir(data_dir, orders, seed) / "daily", result, rules, skip, say)
+    return result
+
+
+@dataclass
+class PipelineOutcome:
+    records_read: int
+    records_quarantined: int
+    customers: int
+    ledger_entries: int
+    canonical_mode: str
+    orders_merged: int
+
+
+def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, skip, say) -> PipelineOutcome:
+    """Every stage over `raw` into the warehouse under `work` (kept if it exists: a later run is incremental)."""
+    from pipelines import runs, warehouse
+    from pipelines.exports import FORMATS, export_segments, known_segments
+    from pipelines.settings import Settings
+
+    work.mkdir(parents=True, exist_ok=True)
     settings = Settings.resolve(
         raw_dir=str(raw),
         warehouse=str(work / "loyalty.duckdb"),
-        as_of=_as_of(DEFAULT_END_DATE),
+        as_of=_as_of(as_of),
         exports_dir=str(work / "exports"),
     )
-    rules = load_rules(None)
-    clock = StageClock()
     figures = clock.stages
-    skip = frozenset(skip) | ({"exports"} if "dbt" in skip else frozenset())
 
     def done(*names: str) -> None:
         for name in names:
             f = figures[name]
             say(f"  {name:<9} {f.wall_s:8.1f} s wall {f.cpu_s:8.1f} s CPU {_size(f.peak_rss_bytes):>9}")
 
-    say("ingest (read, validate)")
-    report = runs.ingest(settings, rules, run_id="bench", stage=clock)
+    say(f"ingest (read, validate) as of {as_of}")
+    report = runs.ingest(settings, rules, run_id=f"bench-{as_of}", stage=clock)
     figures["read"].rows, figures["read"].rows_label = report.records_read, "records"
     figures["validate"].rows, figures["validate"].rows_label = report.records_read, "records"
     done("read", "validate")
@@ -390,39 +448,173 @@ def run_bench(
                 written += export_segments(con, segments, fmt, target).written
         figures["exports"].rows, figures["exports"].rows_label = written, "contacts"
         done("exports")
+    return PipelineOutcome(
+        records_read=report.records_read,
+        records_quarantined=report.records_quarantined,
+        customers=canonical.customers,
+        ledger_entries=points.entries,
+        canonical_mode=canonical.mode,
+        orders_merged=canonical.orders_merged,
+    )
 
-    say("floor (DuckDB reads every raw file once)")
-    files, _ = discover_files(raw)
-    floor_s, floor_cpu_s, floor_records = floor_seconds([f.path for f in files], threads)
 
-    stages = [figures[name] for name in STAGES if name not in skip]
-    stages += [f for name, f in figures.items() if name not in STAGES]
-    result = BenchResult(
-        orders=orders,
-        seed=seed,
-        git_sha=_git_sha(),
-        started_at=started.isoformat(timespec="seconds"),
-        threads=threads,
-        cpus=os.cpu_count() or 1,
-        duckdb_version=duckdb.__version__,
-        raw_files=len(files),
-        raw_bytes=sum(f.size_bytes for f in files),
-        records=report.records_read,
+# ---------------------------------------------------------------------------------------------- daily run
+
+DAILY_SHARE = 0.01  # the daily run adds the latest files holding about this share of the raw bytes
+RUN_COLUMNS = ("run_id", "ingested_at", "first_ingested_at", "last_ingested_at")  # say when, not what
+UNCOMPARED_TABLES = {("core", "canonical_runs")}  # lists run ids
+
+
+@dataclass
+class DailyResult:
+    cut_day: str  # files of this day and later are the daily run's
+    history_as_of: str
+    as_of: str
+    files: int
+    raw_bytes: int
+    records: int
+    canonical_mode: str
+    orders_merged: int
+    stages: list[StageFigures]
+    total_s: float
+    total_cpu_s: float
+    peak_rss_bytes: int
+    full_total_s: float
+    tables_compared: int
+    rows_compared: int
+    mismatches: list[str]
+
+    @property
+    def share_of_rebuild(self) -> float:
+        return self.total_s / self.full_total_s if self.full_total_s > 0 else float("inf")
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["stages"] = [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in self.stages]
+        out["share_of_rebuild"] = round(self.share_of_rebuild, 3)
+        return out
+
+
+def split_days(raw: Path, share: float = DAILY_SHARE) -> tuple[str, list[Path], list[Path]]:
+    """Split the raw files by the day their names start with (YYYY-MM-DD): the latest days holding about `share`
+    of the bytes (one day at least) are the daily files. Returns (first daily day, history files, daily files)."""
+    files = sorted(p for p in raw.rglob("*") if p.is_file())
+    by_day: dict[str, int] = defaultdict(int)
+    for p in files:
+        by_day[p.name[:10]] += p.stat().st_size
+    days = sorted(by_day)
+    if len(days) < 2:
+        raise ValueError(f"{raw}: the files span fewer than two days; nothing to split")
+    target, size, cut = share * sum(by_day.values()), 0, days[-1]
+    for day in reversed(days[1:]):
+        size += by_day[day]
+        cut = day
+        if size >= target:
+            break
+    history = [p for p in files if p.name[:10] < cut]
+    return cut, history, [p for p in files if p.name[:10] >= cut]
+
+
+def _link(paths: list[Path], source: Path, target: Path) -> None:
+    for path in paths:
+        to = target / path.relative_to(source)
+        to.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, to)
+        except OSError:
+            shutil.copyfile(path, to)
+
+
+def run_daily(raw: Path, full_work: Path, root: Path, full: BenchResult, rules, skip, say) -> DailyResult:
+    """A daily run on a history, compared with the full run.
+
+    History: the files before the cut day (see `split_days`), run as of the day before the cut. Daily: the cut
+    day's files and later added, run as of the full run's date: this run is timed. Its warehouse must then hold
+    exactly what the full run's does, table for table, row for row (columns that say when a run happened
+    aside).
+    """
+    from pipelines.generate import DEFAULT_END_DATE
+
+    shutil.rmtree(root, ignore_errors=True)
+    cut, history, new = split_days(raw)
+    history_as_of = date.fromisoformat(cut) - timedelta(days=1)
+    daily_raw, work = root / "raw", root / "run"
+    _link(history, raw, daily_raw)
+    say(f"daily: history = files before {cut} ({len(history)} files), as of {history_as_of}")
+    run_pipeline(daily_raw, work, history_as_of, rules, StageClock(), skip, say)
+    _link(new, raw, daily_raw)
+    say(f"daily: the run adding {len(new)} files from {cut} on, as of {DEFAULT_END_DATE}")
+    clock = StageClock()
+    outcome = run_pipeline(daily_raw, work, DEFAULT_END_DATE, rules, clock, skip, say)
+    say("daily: comparing every table with the full run's")
+    tables, rows, mismatches = compare_warehouses(work / "loyalty.duckdb", full_work / "loyalty.duckdb")
+    stages = clock.in_order(skip)
+    return DailyResult(
+        cut_day=cut,
+        history_as_of=history_as_of.isoformat(),
+        as_of=DEFAULT_END_DATE.isoformat(),
+        files=len(new),
+        raw_bytes=sum(p.stat().st_size for p in new),
+        records=outcome.records_read,
+        canonical_mode=outcome.canonical_mode,
+        orders_merged=outcome.orders_merged,
         stages=stages,
-        floor_s=floor_s,
-        floor_cpu_s=floor_cpu_s,
-        floor_records=floor_records,
         total_s=sum(s.wall_s for s in stages),
         total_cpu_s=sum(s.cpu_s for s in stages),
         peak_rss_bytes=max(s.peak_rss_bytes for s in stages),
-        generate_s=generate_s,
-        notes=[
-            f"ledger entries {points.entries}, customers {canonical.customers}, "
-            f"quarantined {report.records_quarantined}",
-            *([f"skipped: {', '.join(sorted(skip))} (not in the total)"] if skip else []),
-        ],
+        full_total_s=full.total_s,
+        tables_compared=tables,
+        rows_compared=rows,
+        mismatches=mismatches,
     )
-    return result
+
+
+def compare_warehouses(got: Path, expected: Path) -> tuple[int, int, list[str]]:
+    """Every table of `expected` (core, intermediate, marts) against `got`'s, as multisets of rows (row order
+    carries no meaning), leaving out RUN_COLUMNS. Returns (tables, rows compared, one line per difference)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach {_sql_text(str(got))} as got (read_only)")
+        con.execute(f"attach {_sql_text(str(expected))} as expected (read_only)")
+        listing = """
+            select table_schema, table_name, list(column_name order by ordinal_position)
+            from information_schema.columns c
+            where table_catalog = ? and table_schema in ('core', 'intermediate', 'marts')
+              and (table_schema, table_name) in (
+                select (table_schema, table_name) from information_schema.tables
+                where table_catalog = ? and table_type = 'BASE TABLE')
+            group by all order by 1, 2
+        """
+        want = {(s, t): cols for s, t, cols in con.execute(listing, ["expected", "expected"]).fetchall()}
+        have = {(s, t): cols for s, t, cols in con.execute(listing, ["got", "got"]).fetchall()}
+        mismatches = [f"{s}.{t}: missing" for s, t in sorted(set(want) - set(have))]
+        mismatches += [f"{s}.{t}: not in the full run" for s, t in sorted(set(have) - set(want))]
+        tables = rows = 0
+        for (schema, table), columns in sorted(want.items()):
+            if (schema, table) in UNCOMPARED_TABLES or (schema, table) not in have:
+                continue
+            if have[(schema, table)] != columns:
+                mismatches.append(f"{schema}.{table}: columns differ")
+                continue
+            kept = ", ".join(f'"{c}"' for c in columns if c not in RUN_COLUMNS)
+            a = f"select {kept} from got.{schema}.{table}"
+            b = f"select {kept} from expected.{schema}.{table}"
+            n_got, n_expected = (
+                con.execute(f"select count(*) from {x}.{schema}.{table}").fetchone()[0] for x in ("got", "expected")
+            )
+            extra = con.execute(f"select count(*) from ({a} except all {b})").fetchone()[0]
+            lacking = con.execute(f"select count(*) from ({b} except all {a})").fetchone()[0]
+            tables, rows = tables + 1, rows + n_expected
+            if extra or lacking or n_got != n_expected:
+                mismatches.append(
+                    f"{schema}.{table}: {n_got} rows against {n_expected}; {extra} not in the full run, "
+                    f"{lacking} missing"
+                )
+        return tables, rows, mismatches
+    finally:
+        con.close()
 
 
 def _as_of(day: date) -> str:
@@ -457,6 +649,23 @@ def format_table(result: BenchResult) -> str:
         f"total / floor = {result.ratio:.1f}x wall, {result.cpu_ratio:.1f}x CPU; "
         f"peak RSS {_size(result.peak_rss_bytes)}",
     ]
+    d = result.daily
+    if d is not None:
+        lines += [
+            "",
+            f"daily run: {d.files:,} files ({_size(d.raw_bytes)}) from {d.cut_day} on, added to the history as of "
+            f"{d.history_as_of}; {d.records:,} records; canonical tables {d.canonical_mode} "
+            f"({d.orders_merged:,} orders merged)",
+        ]
+        for s in d.stages:
+            lines.append(f"{s.name:<10} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {_size(s.peak_rss_bytes):>10}")
+        lines += [
+            f"{'total':<10} {d.total_s:>9.1f} {d.total_cpu_s:>9.1f} {_size(d.peak_rss_bytes):>10}",
+            f"daily / full run = {d.share_of_rebuild:.1%} of the wall time",
+            f"compared with the full run: {d.tables_compared} tables, {d.rows_compared:,} rows: "
+            + ("identical" if not d.mismatches else f"{len(d.mismatches)} differ"),
+            *(f"  {m}" for m in d.mismatches),
+        ]
     return "\n".join(lines)
 
 

@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--skip", nargs="+", choices=["dbt"], default=[], help="leave dbt (and the exports that need it) out"
     )
+    bench.add_argument(
+        "--daily",
+        action="store_true",
+        help="also time a daily run (the latest ~1%% of the files added to the rest) and compare it with the full run",
+    )
     return parser
 
 
@@ -214,11 +219,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         threads=args.threads,
         skip=frozenset(args.skip),
+        daily=args.daily,
         progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
     )
     print(format_table(result))
     path = write_json(result, Path(args.json) if args.json else default_json_path(result))
     print(f"figures      {path}")
+    if result.daily is not None and result.daily.mismatches:
+        print("loyalty bench: the daily run does not match the full run (see above)", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -1,14 +1,19 @@
-"""`loyalty bench` on a small sample: every stage is timed, the floor is measured, the ratio is written."""
+"""`loyalty bench` on a small sample: every stage is timed, the floor is measured, the ratio is written; with
+`--daily`, a daily run on the history is timed and compared with the full run table by table."""
 
 import json
 
-from pipelines.bench import STAGES
+import duckdb
+import pytest
+
+from pipelines.bench import STAGES, compare_warehouses, split_days
 from pipelines.cli import main
 
 
-def test_bench_writes_every_stage_floor_and_ratio(tmp_path, capsys):
+def test_bench_writes_every_stage_floor_ratio_and_the_daily_run(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    assert main(["bench", "--orders", "2000", "--data-dir", str(tmp_path / "data"), "--json", str(out)]) == 0
+    args = ["bench", "--orders", "2000", "--data-dir", str(tmp_path / "data"), "--json", str(out), "--daily"]
+    assert main(args) == 0
 
     figures = json.loads(out.read_text())
     assert [s["name"] for s in figures["stages"]] == list(STAGES)
@@ -20,5 +25,66 @@ def test_bench_writes_every_stage_floor_and_ratio(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "total / floor" in table and "floor" in table
 
+    daily = figures["daily"]
+    assert daily["files"] > 0 and 0 < daily["records"] < figures["records"] / 5
+    assert daily["canonical_mode"] == "incremental" and daily["orders_merged"] > 0
+    assert [s["name"] for s in daily["stages"]] == list(STAGES)
+    assert daily["share_of_rebuild"] == round(daily["total_s"] / figures["total_s"], 3)
+    assert daily["tables_compared"] >= 25 and daily["rows_compared"] > 10_000
+    assert daily["mismatches"] == []
+    assert "identical" in table
+
     # The generated data is cached by (orders, seed): a second run does not generate again.
     assert (tmp_path / "data" / "orders-2000-seed-42" / "raw.complete").exists()
+
+
+def test_split_days_takes_the_latest_days_holding_the_share(tmp_path):
+    for name, size in [("2026-01-01-a.ndjson", 500), ("2026-01-02-b.csv", 300), ("2026-01-03-c.ndjson", 150)]:
+        (tmp_path / "brevo").mkdir(exist_ok=True)
+        (tmp_path / "brevo" / name).write_bytes(b"x" * size)
+    (tmp_path / "esputnik").mkdir()
+    (tmp_path / "esputnik" / "2026-01-03-d.json").write_bytes(b"x" * 50)
+
+    cut, history, daily = split_days(tmp_path, share=0.2)  # 200 of 1000 bytes: the last day holds 200
+    assert cut == "2026-01-03"
+    assert [p.name for p in history] == ["2026-01-01-a.ndjson", "2026-01-02-b.csv"]
+    assert sorted(p.name for p in daily) == ["2026-01-03-c.ndjson", "2026-01-03-d.json"]
+    cut, history, daily = split_days(tmp_path, share=0.3)
+    assert cut == "2026-01-02" and len(history) == 1 and len(daily) == 3
+    cut, history, daily = split_days(tmp_path, share=0.99)  # the first day always stays in the history
+    assert cut == "2026-01-02" and len(history) == 1
+
+
+def _warehouse(path, rows):
+    con = duckdb.connect(str(path))
+    con.execute("create schema core; create schema marts")
+    con.execute("create table core.orders (order_id varchar, net decimal(18,2), run_id varchar)")
+    con.executemany("insert into core.orders values (?, ?, ?)", rows)
+    con.execute("create table core.canonical_runs (run_id varchar)")
+    con.execute(f"insert into core.canonical_runs values ('{path.stem}')")
+    con.execute("create table marts.fct_orders as select order_id, net from core.orders")
+    con.close()
+    return path
+
+
+def test_compare_warehouses_finds_a_changed_row_and_ignores_run_columns(tmp_path):
+    full = _warehouse(tmp_path / "full.duckdb", [("a", 1, "r1"), ("b", 2, "r1"), ("b", 2, "r1")])
+    same = _warehouse(tmp_path / "same.duckdb", [("b", 2, "r7"), ("a", 1, "r8"), ("b", 2, "r9")])
+    assert compare_warehouses(same, full) == (2, 6, [])
+
+    changed = _warehouse(tmp_path / "changed.duckdb", [("a", 1, "r1"), ("b", 2, "r1"), ("b", 3, "r1")])
+    tables, rows, mismatches = compare_warehouses(changed, full)
+    assert mismatches == [
+        "core.orders: 3 rows against 3; 1 not in the full run, 1 missing",
+        "marts.fct_orders: 3 rows against 3; 1 not in the full run, 1 missing",
+    ]
+    fewer = _warehouse(tmp_path / "fewer.duckdb", [("a", 1, "r1"), ("b", 2, "r1")])  # a duplicate row lost
+    assert compare_warehouses(fewer, full)[2][0] == "core.orders: 2 rows against 3; 0 not in the full run, 1 missing"
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_split_days_needs_two_days(tmp_path, share):
+    (tmp_path / "brevo").mkdir()
+    (tmp_path / "brevo" / "2026-01-01-a.ndjson").write_text("{}\n")
+    with pytest.raises(ValueError, match="fewer than two days"):
+        split_days(tmp_path, share=share)
