@@ -142,6 +142,15 @@ UNPRICED_REDEMPTION_COLUMNS: dict[str, pl.DataType] = {
     "placed_at": TS,
 }
 
+# the columns of each LedgerResult frame
+LEDGER_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "points_ledger": POINTS_LEDGER_COLUMNS,
+    "customer_points": CUSTOMER_POINTS_COLUMNS,
+    "tier_history": TIER_HISTORY_COLUMNS,
+    "reconciliation": POINTS_RECONCILIATION_COLUMNS,
+    "unpriced_redemptions": UNPRICED_REDEMPTION_COLUMNS,
+}
+
 
 class PointsLedger(pa.DataFrameModel):
     """core.points_ledger: one row per points entry, in posting order per customer."""

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -448,6 +448,8 @@ class LedgerReport:
     customers: int
     tiers: dict[str, int]
     unpriced_redemptions: int
+    mode: str = "full"  # or "incremental": only the customers whose results could change were computed
+    customers_computed: int = 0
 
 
 # The ledger is computed in buckets of about this many orders (by a hash of customer_id: every result depends on
@@ -461,6 +463,15 @@ LEDGER_TABLES = {
     "points_reconciliation": ("reconciliation", "order_id"),
     "unpriced_redemptions": ("unpriced_redemptions", "order_id"),
 }
+# One row per customer: a hash of their orders and order lines when the ledger was last computed.
+LEDGER_INPUTS_SQL = """
+    select o.customer_id, bit_xor(hash(o, i.lines)) as inputs
+    from core.orders o
+    left join (select order_id, bit_xor(hash(i)) as lines from core.order_items i group by order_id) i
+      on i.order_id = o.order_id
+    where o.customer_id is not null
+    group by o.customer_id
+"""
 
 
 def ledger_buckets(orders: int) -> int:
@@ -468,41 +479,66 @@ def ledger_buckets(orders: int) -> int:
     return max(1, -(-orders // max(per_bucket, 1)))
 
 
+def ledger_fingerprint(rules: Rules) -> str:
+    """What the ledger depends on besides the orders and the as-of date: the rules and the ledger code."""
+    from pipelines import hashing, ledger
+
+    digest = hashlib.sha256(rules.model_dump_json().encode())
+    for module in (ledger, hashing):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -> LedgerReport:
-    """Recompute the points ledger, balances, tiers and reconciliation from the canonical orders (SPEC §5).
+    """Bring the points ledger, balances, tiers and reconciliation up to date with the canonical orders (SPEC §5).
 
-    Customers are taken in buckets (all of a customer's orders in one), each bucket's tables appended, then
-    every table sorted as one computation over all customers would sort it.
+    Every result depends on one customer's orders, the rules and the as-of date. core.ledger_inputs keeps a hash
+    of each customer's orders and lines, core.ledger_runs the as-of date and rules of the last computation. A
+    later computation (same rules, same or later as-of date) computes again only the customers whose results
+    can differ (`_customers_to_compute`) and replaces their rows; the others' rows stay as they are. The first
+    computation, new rules or code, an earlier as-of date, or more than INCREMENTAL_SHARE of the customers to
+    compute: every customer. Either way customers are taken in buckets (all of a customer's orders in one).
+    A full computation sorts each table as one computation over all customers would; an incremental one appends
+    the customers it computed (row order carries no meaning).
     """
-    from pipelines.ledger import compute_ledger
-
+    fingerprint = ledger_fingerprint(rules)
     with warehouse.connect(settings.warehouse) as con:
-        buckets = ledger_buckets(con.sql("select count(*) from core.orders").fetchone()[0])
-        bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
-        unpriced = 0
+        con.execute(f"create or replace temp table _ledger_inputs as {LEDGER_INPUTS_SQL}")
+        customers_now = con.sql("select count(*) from _ledger_inputs").fetchone()[0]
+        previous = _last_ledger_run(con)
+        incremental = (
+            previous is not None and previous[1] == fingerprint and previous[0] <= settings.as_of
+        ) and _customers_to_compute(con, rules, previous[0], settings.as_of) <= INCREMENTAL_SHARE * max(
+            customers_now, 1
+        )
         with warehouse.transaction(con):
-            for bucket in range(buckets):
-                orders = con.sql(f"select * from core.orders where {bucket_of} = {bucket}").pl()
-                items = con.sql(
-                    f"select i.* from core.order_items i semi join (select order_id from core.orders "
-                    f"where {bucket_of} = {bucket}) o on i.order_id = o.order_id"
-                ).pl()
-                result = compute_ledger(orders, items, rules, settings.as_of)
-                del orders, items
-                unpriced += result.unpriced_redemption_count
-                for table, (attribute, _) in LEDGER_TABLES.items():
-                    frame = getattr(result, attribute).with_row_index("_row")  # noqa: F841 (read by DuckDB)
-                    if bucket == 0:
-                        con.execute(f"create or replace table core._staged_{table} as select * from frame")
-                    else:
-                        con.execute(f"insert into core._staged_{table} by name select * from frame")
-                del result
-            for table, (_, key) in LEDGER_TABLES.items():
-                con.execute(
-                    f"create or replace table core.{table} as "
-                    f"select * exclude (_row) from core._staged_{table} order by {key}, _row"
-                )
-                con.execute(f"drop table core._staged_{table}")
+            if incremental:
+                computed = con.sql("select count(*) from _ledger_computed").fetchone()[0]
+                scope = "customer_id in (select customer_id from _ledger_computed)"
+                orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
+                staged = _stage_ledger(con, rules, settings.as_of, scope, ledger_buckets(orders))
+                for table in LEDGER_TABLES:
+                    con.execute(f"delete from core.{table} where {scope}")
+                    if staged:
+                        con.execute(
+                            f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}"
+                        )
+            else:
+                computed = customers_now
+                orders = con.sql("select count(*) from core.orders").fetchone()[0]
+                staged = _stage_ledger(con, rules, settings.as_of, "true", ledger_buckets(orders))
+                for table, (_, key) in LEDGER_TABLES.items():
+                    con.execute(
+                        f"create or replace table core.{table} as "
+                        f"select * exclude (_row) from core._staged_{table} order by {key}, _row"
+                    )
+            for table in LEDGER_TABLES:
+                con.execute(f"drop table if exists core._staged_{table}")
+            con.execute("create or replace table core.ledger_inputs as select * from _ledger_inputs order by 1")
+            con.execute(
+                "create or replace table core.ledger_runs as select ?::date as as_of, ?::varchar as fingerprint",
+                [settings.as_of, fingerprint],
+            )
         counts = {
             name: dict(con.sql(f"select {column}, count(*) from core.{table} group by 1 order by 1").fetchall())
             for name, table, column in (
@@ -511,13 +547,104 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
             )
         }
         customers = con.sql("select count(*) from core.customer_points").fetchone()[0]
+        unpriced = con.sql("select count(*) from core.unpriced_redemptions").fetchone()[0]
     return LedgerReport(
         entries=sum(counts["entries"].values()),
         entries_by_type=counts["entries"],
         customers=customers,
         tiers=counts["tiers"],
         unpriced_redemptions=unpriced,
+        mode="incremental" if incremental else "full",
+        customers_computed=computed,
     )
+
+
+def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> bool:
+    """The ledger of the customers in `scope` (SQL over core.orders), bucket by bucket, into core._staged_<table>
+    with each bucket's row order in `_row`. False when no bucket had an order."""
+    from pipelines.ledger import LEDGER_COLUMNS, compute_ledger
+
+    bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
+    for table, (attribute, _) in LEDGER_TABLES.items():
+        frame = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")  # noqa: F841
+        con.execute(f"create or replace table core._staged_{table} as select * from frame")
+    staged = False
+    for bucket in range(buckets):
+        where = f"({scope}) and {bucket_of} = {bucket}"
+        orders = con.sql(f"select * from core.orders where {where}").pl()
+        if orders.height == 0:
+            continue
+        items = con.sql(
+            f"select i.* from core.order_items i semi join (select order_id from core.orders where {where}) o "
+            "on i.order_id = o.order_id"
+        ).pl()
+        result = compute_ledger(orders, items, rules, as_of)
+        del orders, items
+        for table, (attribute, _) in LEDGER_TABLES.items():
+            frame = getattr(result, attribute).with_row_index("_row")  # noqa: F841 (read by DuckDB)
+            con.execute(f"insert into core._staged_{table} by name select * from frame")
+        staged = True
+        del result
+    return staged
+
+
+def _last_ledger_run(con) -> tuple[date, str] | None:
+    tables = {
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'core' and table_name in "
+            "('ledger_runs', 'ledger_inputs', 'points_ledger', 'customer_points')"
+        ).fetchall()
+    }
+    if len(tables) < 4:
+        return None
+    row = con.sql("select as_of, fingerprint from core.ledger_runs").fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _customers_to_compute(con, rules: Rules, before: date, now: date) -> int:
+    """Fill the temp table _ledger_computed with the customers whose ledger may differ from the one computed as
+    of `before` (same rules), now that orders may have changed and the as-of date is `now`; return their count.
+
+    A customer's results change only through their orders or through an instant passing in the window
+    (end of `before`, end of `now`]: an order placed, delivered (its earn posts `pending_days` later) or
+    cancelled; a lot reaching `expiry_days`; a qualifying entry leaving the 365-day window; or a month start
+    evaluating a tier other than the one held. So: customers whose orders changed (the hash of their orders
+    and lines), who are new or gone; with an order dated in the window (from `pending_days` before it); with
+    a ledger entry that expires or leaves the qualifying window in it; and, when a month start falls in it,
+    those whose held tier is not the tier their qualifying points give. Bounds are widened by a day (computing
+    a customer too many changes nothing).
+    """
+    from pipelines.ledger import QUALIFYING_WINDOW, as_of_end
+
+    slack = timedelta(days=1)
+    lo, hi = as_of_end(before) - slack, as_of_end(now) + slack
+    orders_lo = lo - timedelta(days=rules.earn.pending_days)
+    queries = [
+        "select coalesce(n.customer_id, o.customer_id) as customer_id from _ledger_inputs n "
+        "full join core.ledger_inputs o on n.customer_id = o.customer_id where n.inputs is distinct from o.inputs",
+        "select customer_id from core.orders where customer_id is not null and ("
+        + " or ".join(f"{c} between $orders_lo and $hi" for c in ("placed_at", "delivered_at", "cancelled_at"))
+        + ")",
+        "select customer_id from core.points_ledger where "
+        f"(points > 0 and effective_at + interval {int(rules.expiry_days)} day between $lo and $hi) "
+        f"or effective_at + interval {QUALIFYING_WINDOW.days} day between $lo and $hi",
+    ]
+    next_month = date(before.year + before.month // 12, before.month % 12 + 1, 1)
+    if next_month <= now:
+        reached = " + ".join(f"(qualifying_points >= {int(t.min_points)})::int" for t in rules.tiers[1:]) or "0"
+        names = "[" + ", ".join("'" + t.name.replace("'", "''") + "'" for t in rules.tiers) + "]"
+        queries.append(
+            f"select customer_id from core.customer_points where "
+            f"list_position({names}, tier) is distinct from ({reached}) + 1"
+        )
+    con.execute(
+        "create or replace temp table _ledger_computed as select distinct customer_id from ("
+        + " union all ".join(queries)
+        + ") where customer_id is not null",
+        {"lo": lo, "hi": hi, "orders_lo": orders_lo},
+    )
+    return con.sql("select count(*) from _ledger_computed").fetchone()[0]
 
 
 def currencies_without_rate(settings: Settings, rules: Rules) -> list[str]:

@@ -186,3 +186,144 @@ def test_identity_in_the_warehouse_equals_identity_over_the_events(generated, tm
     assert customers["source_customer_ids"].list.len().sum() > 0 and customers["document_hash"].null_count() > 0
     changed = customers.filter(pl.col("source_customer_ids").list.contains("esputnik:C-CHG"))
     assert changed["first_name"].to_list() == ["Bia"]
+
+
+LEDGER = {
+    "points_ledger": "points_ledger",
+    "customer_points": "customer_points",
+    "tier_history": "tier_history",
+    "points_reconciliation": "reconciliation",
+    "unpriced_redemptions": "unpriced_redemptions",
+}
+
+
+def ledger_rows(settings: Settings) -> dict[str, list[tuple]]:
+    return {table: sorted(query(settings.warehouse, f"select * from core.{table}"), key=repr) for table in LEDGER}
+
+
+def reference_ledger(settings: Settings, rules) -> dict[str, list[tuple]]:
+    """The pure ledger over every order, as of the settings' date."""
+    from pipelines import warehouse
+    from pipelines.ledger import compute_ledger
+
+    with warehouse.connect(settings.warehouse, read_only=True) as con:
+        orders = con.sql("select * from core.orders").pl()
+        items = con.sql("select * from core.order_items").pl()
+    result = compute_ledger(orders, items, rules, settings.as_of)
+    return {table: sorted(getattr(result, name).rows(), key=repr) for table, name in LEDGER.items()}
+
+
+def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches_a_full_computation(
+    generated, tmp_path, monkeypatch
+):
+    """As-of dates moving day by day, across month starts (tier evaluations), expiries and exits from the
+    qualifying window, then new files: each time the incremental ledger equals the pure ledger over everything."""
+    monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", "300")  # several buckets
+    rules = default_rules()
+    raw = tmp_path / "raw"
+    cut = "2025-03-01"
+    for path in sorted(p for p in generated.rglob("*") if p.is_file()):
+        if path.name[:10] < cut:
+            target = raw / path.relative_to(generated)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+    def at(as_of: str) -> Settings:
+        return Settings.resolve(raw_dir=str(raw), warehouse=str(tmp_path / "w" / "loyalty.duckdb"), as_of=as_of)
+
+    run(at("2025-01-27"), "history", rules)
+    first = runs.compute_points(at("2025-01-27"), rules)
+    assert first.mode == "full" and first.customers_computed == first.customers > 100
+
+    modes, changed_without_new_orders = [], 0
+    before = ledger_rows(at("2025-01-27"))
+    for as_of in ("2025-01-28", "2025-01-31", "2025-02-01", "2025-02-02", "2025-02-20", "2025-02-25", "2025-03-05"):
+        report = runs.compute_points(at(as_of), rules)
+        modes.append(report.mode)
+        got = ledger_rows(at(as_of))
+        expected = reference_ledger(at(as_of), rules)
+        for table in LEDGER:
+            assert got[table] == expected[table], (as_of, table)
+        if report.mode == "incremental":
+            assert report.customers_computed < report.customers
+        changed_without_new_orders += got != before
+        before = got
+    assert modes.count("incremental") >= 4
+    assert changed_without_new_orders >= 4  # time alone moved results: the window rules were exercised
+    downgrades = query(
+        at("2025-03-05").warehouse,
+        "select count(*) from core.tier_history where changed_at "
+        "between '2025-01-28' and '2025-03-05 23:59:59' and reason = 'monthly_downgrade'",
+    )
+    expiries = query(
+        at("2025-03-05").warehouse,
+        "select count(*) from core.points_ledger where entry_type = "
+        "'expire' and effective_at between '2025-01-28' and '2025-03-05 23:59:59'",
+    )
+    assert downgrades[0][0] > 0 and expiries[0][0] > 0
+
+    # the next files: new orders, status updates of old ones
+    for path in sorted(p for p in generated.rglob("*") if p.is_file()):
+        target = raw / path.relative_to(generated)
+        if path.name[:10] < "2025-03-08" and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    run(at("2025-03-07"), "next", rules)
+    report = runs.compute_points(at("2025-03-07"), rules)
+    assert report.mode == "incremental" and 0 < report.customers_computed < report.customers
+    got, expected = ledger_rows(at("2025-03-07")), reference_ledger(at("2025-03-07"), rules)
+    for table in LEDGER:
+        assert got[table] == expected[table], table
+
+    # an earlier as-of date, or other rules: every customer again
+    assert runs.compute_points(at("2025-03-06"), rules).mode == "full"
+    richer = rules.model_copy(update={"first_purchase_bonus": rules.first_purchase_bonus + 1})
+    again = runs.compute_points(at("2025-03-06"), richer)
+    assert again.mode == "full" and again.customers_computed == again.customers
+    assert ledger_rows(at("2025-03-06")) == reference_ledger(at("2025-03-06"), richer)
+
+
+def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):
+    """A reversal before the last computation leaves a customer holding Platinum on 0 qualifying points; no order,
+    expiry or window exit falls between that computation and the next, but a month start does: the next
+    (incremental) computation must still take the customer and record the monthly downgrade."""
+    from pipelines import warehouse
+
+    rules = default_rules()
+    settings = settings_for(generated, tmp_path)
+    run(settings, "all", rules)
+    with warehouse.connect(settings.warehouse) as con:
+        con.execute(
+            """
+            insert into core.orders select * replace (
+                'esputnik:CRAFT-1' as order_id, 'c_crafted' as customer_id, 'CRAFT-1' as source_order_id,
+                'cancelled' as status, timestamp '2025-01-03 10:00' as placed_at,
+                timestamp '2025-01-05 10:00' as delivered_at, timestamp '2025-02-10 10:00' as cancelled_at,
+                5000.00 as net_amount_reporting, null as coupon_code, null as coupon_discount,
+                null as birthday_bonus, null as referral_bonus, null as subscription_bonus, null as bonus_points,
+                null as review_incentive)
+            from core.orders where status = 'delivered' limit 1
+            """
+        )
+
+    def at(as_of: str) -> Settings:
+        return Settings.resolve(raw_dir=str(generated), warehouse=str(settings.warehouse), as_of=as_of)
+
+    crafted = "select tier, qualifying_points from core.customer_points where customer_id = 'c_crafted'"
+    runs.compute_points(at("2025-02-15"), rules)
+    assert query(settings.warehouse, crafted) == [("Platinum", 0)]  # held until the next month start
+
+    report = runs.compute_points(at("2025-03-02"), rules)
+    assert report.mode == "incremental"
+    assert query(settings.warehouse, crafted) == [("Bronze", 0)]
+    assert query(
+        settings.warehouse,
+        "select tier_from, tier_to, changed_at::varchar, reason from core.tier_history "
+        "where customer_id = 'c_crafted' order by changed_at",
+    ) == [
+        ("Bronze", "Platinum", "2025-01-05 10:00:00", "upgrade"),
+        ("Platinum", "Bronze", "2025-03-01 00:00:00", "monthly_downgrade"),
+    ]
+    got, expected = ledger_rows(at("2025-03-02")), reference_ledger(at("2025-03-02"), rules)
+    for table in LEDGER:
+        assert got[table] == expected[table], table

@@ -51,10 +51,18 @@ _KINDS = {"polars", "duckdb"}
 def points_ledger(context: dg.AssetExecutionContext, settings: LoyaltySettings):
     """The points ledger as a pure function of the canonical orders, the rules and the as-of date."""
     report = runs.compute_points(settings.resolved(), settings.load_rules())
-    context.log.info(f"{report.entries} entries {report.entries_by_type}; tiers {report.tiers}")
+    context.log.info(
+        f"{report.entries} entries {report.entries_by_type}; tiers {report.tiers}; "
+        f"{report.mode}: {report.customers_computed} of {report.customers} customers computed"
+    )
     yield dg.MaterializeResult(
         asset_key=POINTS_LEDGER,
-        metadata={"entries": report.entries, "by_type": dg.MetadataValue.json(report.entries_by_type)},
+        metadata={
+            "entries": report.entries,
+            "by_type": dg.MetadataValue.json(report.entries_by_type),
+            "mode": report.mode,
+            "customers_computed": report.customers_computed,
+        },
     )
     yield dg.MaterializeResult(
         asset_key=CUSTOMER_POINTS,
