@@ -89,12 +89,16 @@ class BenchResult:
 
     def to_json(self) -> dict:
         out = asdict(self)
-        out["stages"] = [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in self.stages]
+        out["stages"] = _stages_json(self.stages)
         out["ratio"] = round(self.ratio, 2)
         out["cpu_ratio"] = round(self.cpu_ratio, 2)
         out["total_rows_per_s"] = round(self.records / self.total_s, 1) if self.total_s else 0.0
         out["daily"] = self.daily.to_json() if self.daily else None
         return out
+
+
+def _stages_json(stages: list[StageFigures]) -> list[dict]:
+    return [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in stages]
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -490,7 +494,7 @@ class DailyResult:
 
     def to_json(self) -> dict:
         out = asdict(self)
-        out["stages"] = [{**asdict(s), "rows_per_s": round(s.rows_per_s, 1)} for s in self.stages]
+        out["stages"] = _stages_json(self.stages)
         out["share_of_rebuild"] = round(self.share_of_rebuild, 3)
         return out
 
