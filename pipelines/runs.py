@@ -378,11 +378,11 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
                 Orders.validate(orders, lazy=True)
                 OrderItems.validate(items, lazy=True)
                 merged += orders.height
-                for table, frame in (("orders", orders), ("order_items", items)):  # noqa: B007 (read by DuckDB)
+                for table, frame in (("orders", orders), ("order_items", items)):
                     if bucket == 0:
-                        con.execute(f"create or replace table core._staged_{table} as select * from frame")
+                        warehouse.create_table(con, f"core._staged_{table}", frame)
                     else:
-                        con.execute(f"insert into core._staged_{table} by name select * from frame")
+                        warehouse.insert_checked(con, f"core._staged_{table}", frame)
         with stage("identity"):
             if touched is None:
                 con.execute(
@@ -566,8 +566,8 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> b
 
     bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
     for table, (attribute, _) in LEDGER_TABLES.items():
-        frame = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")  # noqa: F841
-        con.execute(f"create or replace table core._staged_{table} as select * from frame")
+        empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
+        warehouse.create_table(con, f"core._staged_{table}", empty)
     staged = False
     for bucket in range(buckets):
         where = f"({scope}) and {bucket_of} = {bucket}"
@@ -581,8 +581,7 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> b
         result = compute_ledger(orders, items, rules, as_of)
         del orders, items
         for table, (attribute, _) in LEDGER_TABLES.items():
-            frame = getattr(result, attribute).with_row_index("_row")  # noqa: F841 (read by DuckDB)
-            con.execute(f"insert into core._staged_{table} by name select * from frame")
+            warehouse.insert_checked(con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row"))
         staged = True
         del result
     return staged

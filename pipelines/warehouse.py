@@ -76,6 +76,28 @@ def append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> N
         con.execute(f"insert into core.{table} ({columns}) select {columns} from frame")
 
 
+def create_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Create (or replace) table `name` with the columns and rows of `frame`.
+
+    Not `create table ... as select * from frame`: in DuckDB 1.5 a table created that way from an empty frame
+    inside a transaction silently loses a large insert (over one row group) that follows in the same
+    transaction. A table declared with its columns does not (tests/test_warehouse.py).
+    """
+    columns = con.execute("describe select * from frame").fetchall()
+    con.execute(f"create or replace table {name} (" + ", ".join(f'"{c[0]}" {c[1]}' for c in columns) + ")")
+    if frame.height:
+        con.execute(f"insert into {name} select * from frame")
+
+
+def insert_checked(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Append `frame` to table `name` by column name, and make sure every row arrived."""
+    before = con.execute(f"select count(*) from {name}").fetchone()[0]
+    con.execute(f"insert into {name} by name select * from frame")
+    after = con.execute(f"select count(*) from {name}").fetchone()[0]
+    if after - before != frame.height:
+        raise RuntimeError(f"{name}: {frame.height} rows inserted, {after - before} arrived")
+
+
 def replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Swap a derived table's content (call inside a transaction)."""
     con.execute(f"create or replace table core.{table} as select * from frame")
