@@ -273,7 +273,7 @@ class CanonicalReport:
 
 # Orders are merged in buckets of about this many events (by a hash of order_id: an order's events are always in
 # one bucket), so memory stays bounded. LOYALTY_MERGE_BUCKET_EVENTS overrides it (tests use tiny buckets).
-MERGE_BUCKET_EVENTS = 500_000
+MERGE_BUCKET_EVENTS = 250_000
 
 
 def merge_buckets(events: int) -> int:
