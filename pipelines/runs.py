@@ -506,27 +506,23 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
         con.execute(f"create or replace temp table _ledger_inputs as {LEDGER_INPUTS_SQL}")
         customers_now = con.sql("select count(*) from _ledger_inputs").fetchone()[0]
         previous = _last_ledger_run(con)
-        incremental = (
-            previous is not None and previous[1] == fingerprint and previous[0] <= settings.as_of
-        ) and _customers_to_compute(con, rules, previous[0], settings.as_of) <= INCREMENTAL_SHARE * max(
-            customers_now, 1
-        )
+        incremental = False
+        if previous is not None and previous[1] == fingerprint and previous[0] <= settings.as_of:
+            computed = _customers_to_compute(con, rules, previous[0], settings.as_of)
+            incremental = computed <= INCREMENTAL_SHARE * max(customers_now, 1)
+        if not incremental:
+            computed = customers_now
         with warehouse.transaction(con):
             if incremental:
-                computed = con.sql("select count(*) from _ledger_computed").fetchone()[0]
                 scope = "customer_id in (select customer_id from _ledger_computed)"
                 orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
-                staged = _stage_ledger(con, rules, settings.as_of, scope, ledger_buckets(orders))
+                _stage_ledger(con, rules, settings.as_of, scope, ledger_buckets(orders))
                 for table in LEDGER_TABLES:
                     con.execute(f"delete from core.{table} where {scope}")
-                    if staged:
-                        con.execute(
-                            f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}"
-                        )
+                    con.execute(f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}")
             else:
-                computed = customers_now
                 orders = con.sql("select count(*) from core.orders").fetchone()[0]
-                staged = _stage_ledger(con, rules, settings.as_of, "true", ledger_buckets(orders))
+                _stage_ledger(con, rules, settings.as_of, "true", ledger_buckets(orders))
                 for table, (_, key) in LEDGER_TABLES.items():
                     con.execute(
                         f"create or replace table core.{table} as "
@@ -559,16 +555,15 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
     )
 
 
-def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> bool:
+def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> None:
     """The ledger of the customers in `scope` (SQL over core.orders), bucket by bucket, into core._staged_<table>
-    with each bucket's row order in `_row`. False when no bucket had an order."""
+    with each bucket's row order in `_row` (empty tables when the scope has no order)."""
     from pipelines.ledger import LEDGER_COLUMNS, compute_ledger
 
     bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
     for table, (attribute, _) in LEDGER_TABLES.items():
         empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
         warehouse.create_table(con, f"core._staged_{table}", empty)
-    staged = False
     for bucket in range(buckets):
         where = f"({scope}) and {bucket_of} = {bucket}"
         orders = con.sql(f"select * from core.orders where {where}").pl()
@@ -582,9 +577,7 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> b
         del orders, items
         for table, (attribute, _) in LEDGER_TABLES.items():
             warehouse.insert_checked(con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row"))
-        staged = True
         del result
-    return staged
 
 
 def _last_ledger_run(con) -> tuple[date, str] | None:

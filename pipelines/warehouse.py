@@ -61,8 +61,7 @@ def ensure_core(con: duckdb.DuckDBPyConnection) -> None:
     }
     for table, columns in CORE_TABLES.items():
         if table not in existing:
-            frame = empty_frame(columns)  # noqa: F841 (read by DuckDB)
-            con.execute(f"create table core.{table} as select * from frame")
+            create_table(con, f"core.{table}", empty_frame(columns))
 
 
 def read_table(con: duckdb.DuckDBPyConnection, table: str, where: str = "") -> pl.DataFrame:
@@ -100,7 +99,7 @@ def insert_checked(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFram
 
 def replace(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Swap a derived table's content (call inside a transaction)."""
-    con.execute(f"create or replace table core.{table} as select * from frame")
+    create_table(con, f"core.{table}", frame)
 
 
 @contextmanager
