@@ -263,10 +263,12 @@ def _split_orphans(
 
     Returns the events admitted, the quarantine rows of those held back, and the held-back events themselves.
     """
-    full_orders = events.filter(pl.col("record_kind") == "order").select("order_id")
-    if known_orders is not None and known_orders.len():
-        full_orders = pl.concat([full_orders, known_orders.alias("order_id").to_frame()])
-    orphan = (pl.col("record_kind") == "update") & ~pl.col("order_id").is_in(full_orders["order_id"].implode())
+    update = pl.col("record_kind") == "update"
+    full_orders = events.filter(pl.col("record_kind") == "order")["order_id"]
+    missing = events.filter(update & ~pl.col("order_id").is_in(full_orders.implode()))["order_id"].unique()
+    if known_orders is not None and known_orders.len() and missing.len():
+        missing = missing.filter(~missing.is_in(present(missing, known_orders).implode()))
+    orphan = update & pl.col("order_id").is_in(missing.implode())
     orphans = events.filter(orphan).select("rid", "order_id")
     quarantined = _quarantine_rows(
         records.join(orphans, on="rid"),
@@ -274,6 +276,13 @@ def _split_orphans(
         pl.format("status update for order {} that never arrived", pl.col("order_id")),
     )
     return events.filter(~orphan), quarantined, events.filter(orphan)
+
+
+def present(ids: pl.Series, known: pl.Series) -> pl.Series:
+    """The values of `known` that are among `ids`. Only `ids` (a batch's few) are hashed into a set and `known`
+    (every order so far, millions) probes it: the other way round costs a set of every known order per batch,
+    which grows with the history (4.8 s a batch at 10M orders)."""
+    return known.filter(known.is_in(ids.unique().implode()))
 
 
 def _finish_events(

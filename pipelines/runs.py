@@ -20,7 +20,7 @@ import polars as pl
 
 from pipelines import warehouse
 from pipelines.identity import resolve_in_warehouse
-from pipelines.ingest import read_files, validate_records
+from pipelines.ingest import present, read_files, validate_records
 from pipelines.merge import merge_orders
 from pipelines.reading import RawFile, discover_files
 from pipelines.rules import Rules
@@ -66,11 +66,21 @@ class IngestReport:
 # LOYALTY_INGEST_BATCH_MB overrides it.
 BATCH_BYTES = 64 * 2**20
 GZIP_EXPANSION = 8
+# Batches are written together once their events reach this many rows (and at the end): DuckDB writes an
+# insert of whole row groups (122,880 rows) straight to the file, compressed once, while a smaller one goes
+# through the write-ahead log and is compressed again at every checkpoint (at 1M orders: 56 s of writing in
+# 23 batches against 31 s in 8). LOYALTY_INGEST_WRITE_ROWS overrides it.
+WRITE_ROWS = 300_000
 
 
 def batch_bytes() -> int:
     value = os.environ.get("LOYALTY_INGEST_BATCH_MB")
     return int(float(value) * 2**20) if value else BATCH_BYTES
+
+
+def write_rows() -> int:
+    value = os.environ.get("LOYALTY_INGEST_WRITE_ROWS")
+    return int(value) if value else WRITE_ROWS
 
 
 def file_batches(files: list[RawFile], limit: int) -> list[list[RawFile]]:
@@ -93,8 +103,9 @@ def file_batches(files: list[RawFile], limit: int) -> list[list[RawFile]]:
 def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_stage) -> IngestReport:
     """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files.
 
-    New files are read, validated and written batch by batch, one transaction per batch (memory stays that of
-    one batch, and a killed run keeps the batches it finished: their files are not read again). A status update
+    New files are read and validated batch by batch, so memory stays that of one batch. Batches are written
+    once their events fill a few row groups (`WRITE_ROWS`), one transaction per write: a killed run keeps the
+    batches it wrote, and their files are not read again. A status update
     whose order has not arrived is quarantined as `unknown_order` with its batch; once every batch is written,
     those whose order came in a later batch are admitted, as `unknown_order` records are on every run. The
     outcome does not depend on the batch size.
@@ -128,6 +139,8 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         totals = {"records_read": 0, "records_accepted": 0, "records_quarantined": 0}
         errors: list[str] = []
         readmitted = 0
+        unwritten: list[_Batch] = []  # batches read and validated, not yet written
+        resolved: pl.DataFrame | None = None
         for number, batch in enumerate(batches):
             first = number == 0
             with stage("read"):
@@ -166,14 +179,12 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                     quarantine = quarantine.join(unchanged, on=record_key, how="anti")
                     resolved = retry.join(unchanged, on=record_key, how="anti").select(record_key)
                     file_rows = pl.concat([file_rows, _copy_rows(copies, now)])
-                with warehouse.transaction(con):
-                    warehouse.append(con, "order_events", result.events)
-                    if first and resolved.height:
-                        _delete_quarantined(con, resolved)
-                    warehouse.append(con, "quarantine", quarantine)
-                    warehouse.append(con, "ingest_files", file_rows)
-                    if first and resolved.height:
-                        _recount_files(con, resolved, now)
+                # A filtered frame keeps its batch's buffers alive (see `held_frames` below): the quarantine
+                # rows, a few, are copied; the events are built column by column and share little.
+                unwritten.append(_Batch(result.events, pl.from_arrow(quarantine.to_arrow()), file_rows))
+                if sum(b.events.height for b in unwritten) >= write_rows() or number == len(batches) - 1:
+                    _write_batches(con, unwritten, resolved, now)
+                    unwritten, resolved = [], None
                 full = pl.from_arrow(result.events.filter(pl.col("record_kind") == "order")["order_id"].to_arrow())
                 known = pl.concat([known, full]) if full.len() else known
                 # A frame filtered from a batch's frames shares their buffers: kept across batches, it would keep
@@ -190,7 +201,7 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         with stage("validate"):
             # Status updates held back whose order came in a later batch of this run are admitted now.
             held = pl.concat(held_frames, how="vertical")
-            admitted = held.filter(pl.col("order_id").is_in(known.implode()))
+            admitted = held.filter(pl.col("order_id").is_in(present(held["order_id"], known).implode()))
             if admitted.height:
                 keys = admitted.select(record_key)
                 with warehouse.transaction(con):
@@ -215,6 +226,28 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         readmitted=readmitted,
         warnings=warnings,
     )
+
+
+@dataclass
+class _Batch:
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+    files: pl.DataFrame
+
+
+def _write_batches(con, batches: list[_Batch], resolved: pl.DataFrame | None, now: datetime) -> None:
+    """Write batches in one transaction: their files are ingested together or, if the run dies, not at all.
+
+    `resolved`: retried records whose outcome changed, whose old quarantine rows go.
+    """
+    with warehouse.transaction(con):
+        warehouse.append(con, "order_events", pl.concat([b.events for b in batches], rechunk=False))
+        if resolved is not None and resolved.height:
+            _delete_quarantined(con, resolved)
+        warehouse.append(con, "quarantine", pl.concat([b.quarantine for b in batches], rechunk=False))
+        warehouse.append(con, "ingest_files", pl.concat([b.files for b in batches], rechunk=False))
+        if resolved is not None and resolved.height:
+            _recount_files(con, resolved, now)
 
 
 def _copy_rows(copies: list[RawFile], now: datetime) -> pl.DataFrame:

@@ -53,11 +53,27 @@ def snapshot(settings: Settings) -> dict[str, list[tuple]]:
     return {name: query(settings.warehouse, sql) for name, sql in TABLES.items()}
 
 
-def test_one_file_per_batch_gives_the_same_warehouse_as_one_batch(raw, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("write_rows", ["1", "40", "300000"])
+def test_one_file_per_batch_gives_the_same_warehouse_as_one_batch(raw, tmp_path, monkeypatch, write_rows) -> None:
     files = discover_files(raw)[0]
     assert len(runs.file_batches(files, int(0.001 * 2**20))) == len(files)  # every file its own batch
     whole = snapshot(run_with_batch_mb(raw, tmp_path / "whole", "100000", monkeypatch))
+    # Batches are written together as soon as their events reach `write_rows` (1: each batch with an event).
+    writes: list[list[int]] = []  # events per batch, of each write
+    write_batches = runs._write_batches
+
+    def spy(con, batches, *rest) -> None:
+        writes.append([b.events.height for b in batches])
+        write_batches(con, batches, *rest)
+
+    monkeypatch.setattr(runs, "_write_batches", spy)
+    monkeypatch.setenv("LOYALTY_INGEST_WRITE_ROWS", write_rows)
     split_settings = run_with_batch_mb(raw, tmp_path / "split", "0.001", monkeypatch)
+    assert sum(len(w) for w in writes) == len(files)
+    for write in writes[:-1]:
+        assert sum(write[:-1]) < int(write_rows) <= sum(write)
+    assert sum(writes[-1][:-1]) < int(write_rows)
+    assert len(writes) == 1 if write_rows == "300000" else 1 < len(writes) < len(files)
     split = snapshot(split_settings)
     for name in TABLES:
         assert len(split[name]) == len(whole[name]), name
