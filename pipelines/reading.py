@@ -273,26 +273,46 @@ def _surely_strict(text: str) -> bool:
     """
     if text.count("[") + text.count("{") > MAX_DEPTH or "\\u003" in text:
         return False
+    return _reencoded_colons(text) == text.count(":")
+
+
+def _reencoded_colons(text: str) -> int:
+    """How many ':' `text` has once parsed and re-encoded by orjson; -1 when orjson refuses it."""
     try:
-        return orjson.dumps(orjson.loads(text)).count(b":") == text.count(":")
+        return orjson.dumps(orjson.loads(text)).count(b":")
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return False
+        return -1
 
 
 def _strict(checked: pl.DataFrame) -> pl.DataFrame:
     """Records DuckDB took as JSON objects, checked again by a strict parser (DuckDB has no strict mode).
 
-    Fast path: `_surely_strict` (orjson). Only the records it does not vouch for go through
-    `strict_json_error`, which finds the reason, or accepts what orjson alone refuses (a lone surrogate escape,
-    a number too large for it).
+    Fast path: `_surely_strict` (orjson), its counting done over the whole column, only the parse per record.
+    Only the records it does not vouch for go through `strict_json_error`, which finds the reason, or accepts
+    what orjson alone refuses (a lone surrogate escape, a number too large for it).
     """
-    column = checked["json_text"]
-    suspects = [i for i, text in enumerate(column) if text is not None and not _surely_strict(text)]
-    errors = {i: strict_json_error(column[i]) for i in suspects}
-    errors = {i: e for i, e in errors.items() if e is not None}
+    text = pl.col("json_text")
+    texts = checked.select(
+        text,
+        (
+            text.is_not_null()
+            & (text.str.count_matches("[", literal=True) + text.str.count_matches("{", literal=True) <= MAX_DEPTH)
+            & ~text.str.contains("\\u003", literal=True)
+        ).alias("quick"),
+        text.str.count_matches(":", literal=True).alias("colons"),
+    ).with_row_index("i")
+    quick = texts.filter("quick")
+    reencoded = pl.Series([_reencoded_colons(t) for t in quick["json_text"].to_list()], dtype=pl.Int64)
+    vouched = quick.filter(reencoded == quick["colons"].cast(pl.Int64))["i"]
+    suspects = texts.filter(text.is_not_null() & ~pl.col("i").is_in(vouched.implode()))
+    errors = {
+        i: error
+        for i, t in zip(suspects["i"].to_list(), suspects["json_text"].to_list(), strict=True)
+        if (error := strict_json_error(t)) is not None
+    }
     if not errors:
         return checked
-    strict_error = pl.Series("strict_error", [None] * column.len(), dtype=pl.String).scatter(
+    strict_error = pl.Series("strict_error", [None] * checked.height, dtype=pl.String).scatter(
         list(errors), list(errors.values())
     )
     return (
@@ -305,17 +325,34 @@ def _strict(checked: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# What Python's str.strip() strips (str.isspace): a line of only these is blank. Rust's is_whitespace, which
+# Polars' strip_chars() uses by default, leaves out \x1c-\x1f.
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def _split_lines(file: RawFile, text: str) -> pl.DataFrame:
     # Records end at '\n' (or '\r\n') only: str.splitlines would also split at U+2028, U+0085, ..., which
-    # JSON allows raw inside strings.
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    return _frame(
-        file,
-        [f"line {n}" for n, _ in numbered],
-        [line for _, line in numbered],
-        [line for _, line in numbered],
-        [None] * len(numbered),
+    # JSON allows raw inside strings. Split in Polars: no Python string per line.
+    lines = (
+        pl.Series("raw_record", [text], dtype=pl.String)
+        .str.split("\n")
+        .explode()
+        .str.strip_suffix("\r")
+        .to_frame()
+        .with_row_index("line", offset=1)
+        .filter(pl.col("raw_record").str.strip_chars(PY_WHITESPACE) != "")
+    )
+    return lines.select(
+        pl.lit(file.source).alias("source"),
+        pl.lit(file.rel_path).alias("source_file"),
+        pl.format("line {}", pl.col("line")).alias("record_locator"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("record_index"),
+        "raw_record",
+        pl.col("raw_record").alias("json_text"),
+        pl.lit(None, pl.String).alias("parse_error"),
     )
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.ingest import ParseResult
-from pipelines.reading import discover_files
+from pipelines.reading import RECORD_COLUMNS, RawFile, _split_lines, discover_files
 from tests.helpers import parse, to_csv, write
 
 KEY_COLUMNS = ["order_id", "status", "placed_at", "net_amount", "currency", "email", "items"]
@@ -182,8 +184,7 @@ def test_reference_values_are_the_canonical_ones(tmp_path: Path) -> None:
     assert brevo["currency"] == "EUR"
     assert brevo["email"] == "ana.lima@example.com"
     assert [
-        (i["product_id"], i["quantity"], i["unit_price"], i["line_amount"], i["categories"])
-        for i in brevo["items"]
+        (i["product_id"], i["quantity"], i["unit_price"], i["line_amount"], i["categories"]) for i in brevo["items"]
     ] == [
         ("P-1", 2, Decimal("12.50"), Decimal("25.00"), ["Casa", "Cucina"]),
         ("P-2", 1, Decimal("0.10"), Decimal("0.10"), ["Cibo"]),
@@ -231,9 +232,7 @@ def test_csv_rows_leaving_nested_columns_empty_are_not_given_empty_objects(tmp_p
     write(tmp_path, "brevo/mixed.csv", to_csv(rows, "products"))
     result = parse(tmp_path)
     assert result.quarantine.height == 0, result.quarantine.to_dicts()
-    events = result.events.select(
-        "order_id", "record_kind", "status", "delivered_at", "net_amount"
-    ).to_dicts()
+    events = result.events.select("order_id", "record_kind", "status", "delivered_at", "net_amount").to_dicts()
     assert events == [
         {
             "order_id": "brevo:B-100",
@@ -279,9 +278,7 @@ def test_files_are_processed_in_lexicographic_path_order_within_a_source(tmp_pat
     assert paths == expected
     esputnik_events = result.events.filter(pl.col("source") == "esputnik")
     assert esputnik_events["source_file"].to_list() == expected
-    assert esputnik_events["source_order_id"].to_list() == [
-        f"O-{names.index(p.split('/', 1)[1])}" for p in expected
-    ]
+    assert esputnik_events["source_order_id"].to_list() == [f"O-{names.index(p.split('/', 1)[1])}" for p in expected]
 
 
 def test_records_keep_file_order_inside_a_file(tmp_path: Path) -> None:
@@ -381,9 +378,7 @@ def test_csv_row_with_wrong_number_of_fields_is_malformed(tmp_path: Path) -> Non
     assert result.events["source_order_id"].to_list() == ["200"]
     assert result.events["record_locator"].to_list() == ["line 3"]
     q = result.quarantine.to_dicts()
-    assert [(r["record_locator"], r["reason_code"], r["raw_record"]) for r in q] == [
-        ("line 2", "malformed_json", bad)
-    ]
+    assert [(r["record_locator"], r["reason_code"], r["raw_record"]) for r in q] == [("line 2", "malformed_json", bad)]
     assert "field" in q[0]["reason"]
 
 
@@ -422,6 +417,22 @@ def test_ndjson_blank_lines_are_not_records(tmp_path: Path) -> None:
     assert file_row(result, "esputnik/o.ndjson")["records_read"] == 2
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["{}", "x", " ", "\t", "\r", "\n", "\r\n", "\x1c", "\x85", "\u2028", "\u3000"])))
+def test_ndjson_lines_split_as_python_splits_them(pieces: list[str]) -> None:
+    """The lines split in Polars are those of Python's `split('\\n')`, one CR at the end dropped, and blank
+    (by str.strip, which also strips \\x1c-\\x1f) lines left out; numbered from 1 in the file."""
+    text = "".join(pieces)
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    expected = [(f"line {n}", line) for n, line in enumerate(lines, start=1) if line.strip()]
+    file = RawFile(path=Path("/x/o.ndjson"), rel_path="esputnik/o.ndjson", source="esputnik", sha256="0", size_bytes=0)
+    frame = _split_lines(file, text)
+    assert list(zip(frame["record_locator"], frame["raw_record"], strict=True)) == expected
+    assert frame["json_text"].to_list() == frame["raw_record"].to_list()
+    assert frame["record_index"].to_list() == list(range(len(expected)))
+    assert frame.schema == pl.Schema(RECORD_COLUMNS)
+
+
 def test_ndjson_line_with_unicode_line_separator_inside_a_string(tmp_path: Path) -> None:
     """JSON allows a raw U+2028 / U+2029 / U+0085 inside a string: the line is still one record."""
     one = json.dumps(
@@ -441,9 +452,7 @@ def test_ndjson_malformed_line_is_quarantined_verbatim(tmp_path: Path) -> None:
     write(tmp_path, "esputnik/o.ndjson", good + "\r\n" + bad + "\r\n")
     result = parse(tmp_path)
     q = result.quarantine.to_dicts()
-    assert [(r["record_locator"], r["reason_code"], r["raw_record"]) for r in q] == [
-        ("line 2", "malformed_json", bad)
-    ]
+    assert [(r["record_locator"], r["reason_code"], r["raw_record"]) for r in q] == [("line 2", "malformed_json", bad)]
 
 
 def test_utf8_bom_is_tolerated(tmp_path: Path) -> None:
@@ -585,9 +594,7 @@ def test_money_is_exact_decimal(tmp_path: Path) -> None:
         items=[dict(ESPUTNIK_ORDER["items"][0], cost=0.1, quantity=3)],
     )
     write(tmp_path, "esputnik/m.json", json.dumps(esputnik))
-    bonifiq = dict(
-        BONIFIQ_ORDER, OrderTotal=0.3, Products=[dict(BONIFIQ_ORDER["Products"][0], Price=0.1, Quantity=3)]
-    )
+    bonifiq = dict(BONIFIQ_ORDER, OrderTotal=0.3, Products=[dict(BONIFIQ_ORDER["Products"][0], Price=0.1, Quantity=3)])
     write(tmp_path, "bonifiq/m.json", json.dumps(bonifiq))
     result = parse(tmp_path)
     assert result.quarantine.height == 0, result.quarantine.to_dicts()
