@@ -394,6 +394,8 @@ class PipelineOutcome:
     ledger_entries: int
     canonical_mode: str
     orders_merged: int
+    ledger_mode: str
+    ledger_customers_computed: int
 
 
 def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, skip, say) -> PipelineOutcome:
@@ -459,6 +461,8 @@ def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, s
         ledger_entries=points.entries,
         canonical_mode=canonical.mode,
         orders_merged=canonical.orders_merged,
+        ledger_mode=points.mode,
+        ledger_customers_computed=points.customers_computed,
     )
 
 
@@ -479,6 +483,8 @@ class DailyResult:
     records: int
     canonical_mode: str
     orders_merged: int
+    ledger_mode: str
+    ledger_customers_computed: int
     stages: list[StageFigures]
     total_s: float
     total_cpu_s: float
@@ -562,6 +568,8 @@ def run_daily(raw: Path, full_work: Path, root: Path, full: BenchResult, rules, 
         records=outcome.records_read,
         canonical_mode=outcome.canonical_mode,
         orders_merged=outcome.orders_merged,
+        ledger_mode=outcome.ledger_mode,
+        ledger_customers_computed=outcome.ledger_customers_computed,
         stages=stages,
         total_s=sum(s.wall_s for s in stages),
         total_cpu_s=sum(s.cpu_s for s in stages),
@@ -659,7 +667,8 @@ def format_table(result: BenchResult) -> str:
             "",
             f"daily run: {d.files:,} files ({_size(d.raw_bytes)}) from {d.cut_day} on, added to the history as of "
             f"{d.history_as_of}; {d.records:,} records; canonical tables {d.canonical_mode} "
-            f"({d.orders_merged:,} orders merged)",
+            f"({d.orders_merged:,} orders merged); ledger {d.ledger_mode} "
+            f"({d.ledger_customers_computed:,} customers computed)",
         ]
         for s in d.stages:
             lines.append(f"{s.name:<10} {s.wall_s:>9.1f} {s.cpu_s:>9.1f} {_size(s.peak_rss_bytes):>10}")

@@ -28,6 +28,8 @@ def test_bench_writes_every_stage_floor_ratio_and_the_daily_run(tmp_path, capsys
     daily = figures["daily"]
     assert daily["files"] > 0 and 0 < daily["records"] < figures["records"] / 5
     assert daily["canonical_mode"] == "incremental" and daily["orders_merged"] > 0
+    assert daily["ledger_mode"] in ("full", "incremental") and daily["ledger_customers_computed"] > 0
+    assert f"ledger {daily['ledger_mode']} ({daily['ledger_customers_computed']:,} customers computed)" in table
     assert [s["name"] for s in daily["stages"]] == list(STAGES)
     assert daily["share_of_rebuild"] == round(daily["total_s"] / figures["total_s"], 3)
     assert daily["tables_compared"] >= 25 and daily["rows_compared"] > 10_000
