@@ -99,8 +99,13 @@ def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.Da
 _CONTACTS = ("email", "phone", "first_name", "last_name", "document_hash")
 
 
-def resolve_in_warehouse(con, events: str = "core.order_events") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(order_id → customer_id, core.customers) from the events table `events` of the DuckDB connection `con`."""
+def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(order_id → customer_id, core.customers) from the events table `events` of the DuckDB connection `con`.
+
+    Each order's latest contacts are read in `buckets` queries (by a hash of order_id: an order's events are
+    in one bucket), so DuckDB's window and list aggregates fit its memory limit (at 10M orders, 23M events in
+    one query did not fit 3 GB); the result does not depend on the number of buckets.
+    """
     pairs = con.sql(
         f"""
         select distinct order_id, identifier from (
@@ -114,27 +119,7 @@ def resolve_in_warehouse(con, events: str = "core.order_events") -> tuple[pl.Dat
     ).pl()
     order_customer, _ = resolve_pairs(pairs)
     del pairs
-    latest = ",\n".join(f"arg_max({c}, seq) filter (where {c} is not null) as {c}" for c in _CONTACTS)
-    per_order = con.sql(
-        f"""
-        with numbered as (
-            select *, row_number() over (
-                partition by order_id
-                order by sort_time asc nulls first, source_file, ingested_at, record_index
-            ) as seq
-            from {events}
-        )
-        select order_id,
-            {latest},
-            min(placed_at) as placed_at,
-            min(ingested_at) as ingested_at,
-            list(distinct source) as sources,
-            list(distinct source || ':' || source_customer_id)
-                filter (where source_customer_id is not null) as source_customer_ids
-        from numbered
-        group by order_id
-        """
-    ).pl()
+    per_order = pl.concat([_latest_contacts(con, events, buckets, bucket) for bucket in range(buckets)])
     ordered = per_order.lazy().join(order_customer.lazy(), on="order_id", how="inner").sort("order_id")
     customers = ordered.group_by("customer_id").agg(
         *[pl.col(c).drop_nulls().last().alias(c) for c in _CONTACTS],
@@ -152,3 +137,30 @@ def resolve_in_warehouse(con, events: str = "core.order_events") -> tuple[pl.Dat
         pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")
     ).collect()
     return order_customer, conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)
+
+
+def _latest_contacts(con, events: str, buckets: int, bucket: int) -> pl.DataFrame:
+    """Per order of bucket `bucket`: its latest contact of each kind, first placed and ingested time, sources."""
+    where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
+    latest = ",\n".join(f"arg_max({c}, seq) filter (where {c} is not null) as {c}" for c in _CONTACTS)
+    return con.sql(
+        f"""
+        with numbered as (
+            select order_id, {", ".join(_CONTACTS)}, placed_at, ingested_at, source, source_customer_id,
+                row_number() over (
+                partition by order_id
+                order by sort_time asc nulls first, source_file, ingested_at, record_index
+            ) as seq
+            from {events} {where}
+        )
+        select order_id,
+            {latest},
+            min(placed_at) as placed_at,
+            min(ingested_at) as ingested_at,
+            list(distinct source) as sources,
+            list(distinct source || ':' || source_customer_id)
+                filter (where source_customer_id is not null) as source_customer_ids
+        from numbered
+        group by order_id
+        """
+    ).pl()

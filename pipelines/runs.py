@@ -309,9 +309,24 @@ class CanonicalReport:
 MERGE_BUCKET_EVENTS = 250_000
 
 
+def buckets_for(rows: int, variable: str, per_bucket: int) -> int:
+    """How many buckets `rows` need at `per_bucket` rows each (environment variable `variable` overrides it)."""
+    per_bucket = int(os.environ.get(variable) or per_bucket)
+    return max(1, -(-rows // max(per_bucket, 1)))
+
+
 def merge_buckets(events: int) -> int:
-    per_bucket = int(os.environ.get("LOYALTY_MERGE_BUCKET_EVENTS") or MERGE_BUCKET_EVENTS)
-    return max(1, -(-events // max(per_bucket, 1)))
+    return buckets_for(events, "LOYALTY_MERGE_BUCKET_EVENTS", MERGE_BUCKET_EVENTS)
+
+
+# Identity reads each order's latest contacts in buckets of about this many events, so DuckDB's window and list
+# aggregates stay within its memory limit (10M orders, 23M events in one query, failed at 3 GB).
+# LOYALTY_IDENTITY_BUCKET_EVENTS overrides it (tests use tiny buckets).
+IDENTITY_BUCKET_EVENTS = 2_000_000
+
+
+def identity_buckets(events: int) -> int:
+    return buckets_for(events, "LOYALTY_IDENTITY_BUCKET_EVENTS", IDENTITY_BUCKET_EVENTS)
 
 
 # A rebuild merges only the orders that new events touched unless they are more than this share of all orders.
@@ -387,7 +402,8 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
     """Merge the `touched` orders (every order when None) and resolve identity over every event; returns the
     number of orders merged. Writes in one transaction."""
     with stage("identity"):
-        order_customer, customers = resolve_in_warehouse(con)
+        events = con.sql("select count(*) from core.order_events").fetchone()[0]
+        order_customer, customers = resolve_in_warehouse(con, buckets=identity_buckets(events))
         Customers.validate(customers, lazy=True)
     if touched is None:
         source = "core.order_events"
@@ -508,8 +524,7 @@ LEDGER_INPUTS_SQL = """
 
 
 def ledger_buckets(orders: int) -> int:
-    per_bucket = int(os.environ.get("LOYALTY_LEDGER_BUCKET_ORDERS") or LEDGER_BUCKET_ORDERS)
-    return max(1, -(-orders // max(per_bucket, 1)))
+    return buckets_for(orders, "LOYALTY_LEDGER_BUCKET_ORDERS", LEDGER_BUCKET_ORDERS)
 
 
 def ledger_fingerprint(rules: Rules) -> str:

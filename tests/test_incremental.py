@@ -143,8 +143,10 @@ def test_new_fx_rates_merge_every_order_again(generated, tmp_path) -> None:
     assert count > 0 and abs(after - 2 * before) <= count * Decimal("0.01")
 
 
-def test_identity_in_the_warehouse_equals_identity_over_the_events(generated, tmp_path) -> None:
-    """runs.py resolves customers with DuckDB reducing the events first; the pure functions are the reference."""
+@pytest.mark.parametrize("buckets", [1, 7])
+def test_identity_in_the_warehouse_equals_identity_over_the_events(generated, tmp_path, buckets) -> None:
+    """runs.py resolves customers with DuckDB reducing the events first (in buckets of orders when there are
+    many events); the pure functions are the reference."""
     from pipelines import warehouse
     from pipelines.identity import build_customers, resolve, resolve_in_warehouse
 
@@ -176,7 +178,7 @@ def test_identity_in_the_warehouse_equals_identity_over_the_events(generated, tm
     settings = settings_for(raw, tmp_path / "w")
     runs.ingest(settings, default_rules(), run_id="r1")
     with warehouse.connect(settings.warehouse) as con:
-        order_customer, customers = resolve_in_warehouse(con)
+        order_customer, customers = resolve_in_warehouse(con, buckets=buckets)
         events = warehouse.read_table(con, "order_events")
     expected_orders, _ = resolve(events)
     expected_customers = build_customers(events, expected_orders)
