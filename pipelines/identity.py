@@ -102,24 +102,24 @@ _CONTACTS = ("email", "phone", "first_name", "last_name", "document_hash")
 def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(order_id → customer_id, core.customers) from the events table `events` of the DuckDB connection `con`.
 
-    Each order's latest contacts are read in `buckets` queries (by a hash of order_id: an order's events are
-    in one bucket), so DuckDB's window and list aggregates fit its memory limit (at 10M orders, 23M events in
-    one query did not fit 3 GB); the result does not depend on the number of buckets.
+    Once orders are resolved to customers, the customers are built in `buckets` parts (by a hash of
+    customer_id: a customer's orders, and their events, are all in one part), so neither DuckDB's window and
+    list aggregates over the events nor the per-order frame in Polars hold every order at once (at 10M orders,
+    23M events in one query did not fit DuckDB's 3 GB). The result does not depend on the number of buckets.
     """
-    pairs = con.sql(
-        f"""
-        select distinct order_id, identifier from (
-            select order_id, unnest([
-                'email:' || email, 'phone:' || phone,
-                'id:' || source || ':' || source_customer_id, 'doc:' || document_hash
-            ]) as identifier
-            from {events}
-        ) where identifier is not null
-        """
-    ).pl()
-    order_customer, _ = resolve_pairs(pairs)
-    del pairs
-    per_order = pl.concat([_latest_contacts(con, events, buckets, bucket) for bucket in range(buckets)])
+    order_customer = _resolve_in_warehouse(con, events)
+    if buckets == 1:
+        customers = _customers(_latest_contacts(con, events, None), order_customer)
+    else:
+        part = order_customer.select((pl.col("customer_id").hash() % buckets).alias("part"))["part"]
+        parts = [order_customer.filter(part == b) for b in range(buckets)]
+        customers = pl.concat([_customers(_latest_contacts(con, events, orders), orders) for orders in parts])
+    return order_customer, conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)
+
+
+def _customers(per_order: pl.DataFrame, order_customer: pl.DataFrame) -> pl.DataFrame:
+    """Customers from their orders' latest contacts: the latest non-null of each, by order id (as
+    `build_customers` takes them in processing order), first seen, sources and source customer ids."""
     ordered = per_order.lazy().join(order_customer.lazy(), on="order_id", how="inner").sort("order_id")
     customers = ordered.group_by("customer_id").agg(
         *[pl.col(c).drop_nulls().last().alias(c) for c in _CONTACTS],
@@ -133,15 +133,76 @@ def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 
         .sort()
         .alias("source_customer_ids"),
     )
-    customers = customers.with_columns(
-        pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")
-    ).collect()
-    return order_customer, conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)
+    return customers.with_columns(pl.coalesce("first_seen_at", "first_ingested_at").alias("first_seen_at")).collect()
 
 
-def _latest_contacts(con, events: str, buckets: int, bucket: int) -> pl.DataFrame:
-    """Per order of bucket `bucket`: its latest contact of each kind, first placed and ingested time, sources."""
-    where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
+def _resolve_in_warehouse(con, events: str) -> pl.DataFrame:
+    """`resolve_pairs` with the identifiers numbered in DuckDB: only integers and order ids reach Python.
+
+    At 10M orders the (order, identifier) pairs are some 30M strings; as Polars frames they made most of a
+    9 GiB peak. Nodes are numbered in identifier order, so a component's smallest identifier is the one of its
+    smallest node, and only those are read back as text.
+    """
+    con.execute(
+        f"""
+        create or replace temp table _identity_pairs as
+        select distinct order_id, identifier from (
+            select order_id, unnest([
+                'email:' || email, 'phone:' || phone,
+                'id:' || source || ':' || source_customer_id, 'doc:' || document_hash
+            ]) as identifier
+            from {events}
+        ) where identifier is not null
+        """
+    )
+    con.execute(
+        """
+        create or replace temp table _identity_nodes as
+        select identifier, row_number() over (order by identifier) - 1 as node
+        from (select distinct identifier from _identity_pairs)
+        """
+    )
+    n = con.sql("select count(*) from _identity_nodes").fetchone()[0]
+    if n == 0:
+        con.execute("drop table _identity_pairs; drop table _identity_nodes")
+        return pl.DataFrame(schema={"order_id": pl.String, "customer_id": pl.String})
+    # Link every identifier of an order to the order's first identifier (its smallest node).
+    con.execute(
+        """
+        create or replace temp table _identity_linked as
+        select p.order_id, n.node, min(n.node) over (partition by p.order_id) as anchor
+        from _identity_pairs p join _identity_nodes n using (identifier)
+        """
+    )
+    edges = con.sql("select node, anchor from _identity_linked").fetchnumpy()
+    graph = coo_matrix((np.ones(len(edges["node"]), dtype=np.int8), (edges["node"], edges["anchor"])), shape=(n, n))
+    del edges
+    _, labels = connected_components(graph, directed=False)
+    del graph
+    components = pl.DataFrame({"component": labels}).with_row_index("node").with_columns(pl.col("node").cast(pl.Int64))
+    smallest = components.group_by("component").agg(pl.col("node").min().alias("smallest"))  # noqa: F841
+    named = con.sql(
+        """
+        select s.component, n.identifier
+        from smallest s join _identity_nodes n on n.node = s.smallest
+        """
+    ).pl()
+    named = hashing.sha256_column(named, pl.col("identifier"), "customer_id", prefix="c_", length=20)
+    anchors = con.sql("select distinct order_id, anchor from _identity_linked").pl()
+    con.execute("drop table _identity_pairs; drop table _identity_nodes; drop table _identity_linked")
+    return (
+        anchors.join(components.rename({"node": "anchor"}), on="anchor")
+        .join(named.select("component", "customer_id"), on="component")
+        .select("order_id", "customer_id")
+        .sort("order_id")
+    )
+
+
+def _latest_contacts(con, events: str, orders: pl.DataFrame | None) -> pl.DataFrame:
+    """Per order (of `orders`, or every one): its latest contact of each kind, first placed and ingested time,
+    sources."""
+    wanted = orders.select("order_id") if orders is not None else None  # noqa: F841 (read by DuckDB)
+    only = "semi join wanted using (order_id)" if orders is not None else ""
     latest = ",\n".join(f"arg_max({c}, seq) filter (where {c} is not null) as {c}" for c in _CONTACTS)
     return con.sql(
         f"""
@@ -151,7 +212,7 @@ def _latest_contacts(con, events: str, buckets: int, bucket: int) -> pl.DataFram
                 partition by order_id
                 order by sort_time asc nulls first, source_file, ingested_at, record_index
             ) as seq
-            from {events} {where}
+            from {events} {only}
         )
         select order_id,
             {latest},

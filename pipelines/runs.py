@@ -319,9 +319,9 @@ def merge_buckets(events: int) -> int:
     return buckets_for(events, "LOYALTY_MERGE_BUCKET_EVENTS", MERGE_BUCKET_EVENTS)
 
 
-# Identity reads each order's latest contacts in buckets of about this many events, so DuckDB's window and list
-# aggregates stay within its memory limit (10M orders, 23M events in one query, failed at 3 GB).
-# LOYALTY_IDENTITY_BUCKET_EVENTS overrides it (tests use tiny buckets).
+# Identity builds the customers in parts of about this many events (by a hash of customer_id), so DuckDB's window
+# and list aggregates stay within its memory limit (10M orders, 23M events in one query, failed at 3 GB).
+# LOYALTY_IDENTITY_BUCKET_EVENTS overrides it.
 IDENTITY_BUCKET_EVENTS = 2_000_000
 
 
