@@ -105,10 +105,10 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
 
     New files are read and validated batch by batch, so memory stays that of one batch. Batches are written
     once their events fill a few row groups (`WRITE_ROWS`), one transaction per write: a killed run keeps the
-    batches it wrote, and their files are not read again. A status update
-    whose order has not arrived is quarantined as `unknown_order` with its batch; once every batch is written,
-    those whose order came in a later batch are admitted, as `unknown_order` records are on every run. The
-    outcome does not depend on the batch size.
+    batches it wrote, and their files are not read again. A status update whose order has not arrived is
+    quarantined as `unknown_order` with its batch; once every batch is written, those whose order came in a
+    later batch are admitted, as `unknown_order` records are on every run. The outcome does not depend on the
+    batch size or on how batches are grouped into writes.
     """
     with stage("read"):
         files, warnings = discover_files(settings.raw_dir)
