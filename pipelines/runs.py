@@ -406,18 +406,21 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
         order_customer, customers = resolve_in_warehouse(con, buckets=identity_buckets(events))
         Customers.validate(customers, lazy=True)
     if touched is None:
-        source = "core.order_events"
-        count = con.sql("select count(*) from core.order_events").fetchone()[0]
+        source = "select * from core.order_events"
     else:
-        source = "(select * from core.order_events semi join touched using (order_id))"
-        count = con.sql(f"select count(*) from {source}").fetchone()[0]
+        con.execute("create or replace temp table _merge_touched as select order_id from touched")
+        source = "select * from core.order_events semi join _merge_touched using (order_id)"
+    count = con.sql(f"select count(*) from ({source})").fetchone()[0]
     buckets = merge_buckets(count)
     merged = 0
-    with warehouse.transaction(con):
+    with warehouse.transaction(con), contextlib.ExitStack() as stack:
+        with stage("merge"):
+            bucket_events = stack.enter_context(
+                warehouse.bucketed(con, source, f"hash(order_id) % {buckets}", buckets, count, ["event_id"])
+            )
         for bucket in range(buckets):
             with stage("merge"):
-                where = f"where hash(order_id) % {buckets} = {bucket}" if buckets > 1 else ""
-                events = con.sql(f"select * from {source} {where}").pl()
+                events = bucket_events(bucket)
                 orders, items = merge_orders(events, rules)
                 del events
             with stage("identity"):
@@ -608,24 +611,34 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> N
     with each bucket's row order in `_row` (empty tables when the scope has no order)."""
     from pipelines.ledger import LEDGER_COLUMNS, compute_ledger
 
-    bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
     for table, (attribute, _) in LEDGER_TABLES.items():
         empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
         warehouse.create_table(con, f"core._staged_{table}", empty)
-    for bucket in range(buckets):
-        where = f"({scope}) and {bucket_of} = {bucket}"
-        orders = con.sql(f"select * from core.orders where {where}").pl()
-        if orders.height == 0:
-            continue
-        items = con.sql(
-            f"select i.* from core.order_items i semi join (select order_id from core.orders where {where}) o "
-            "on i.order_id = o.order_id"
-        ).pl()
-        result = compute_ledger(orders, items, rules, as_of)
-        del orders, items
-        for table, (attribute, _) in LEDGER_TABLES.items():
-            warehouse.insert_checked(con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row"))
-        del result
+    bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
+    orders_query = f"select * from core.orders where {scope}"
+    items_query = (
+        f"select i.*, {bucket_of} as _ledger_bucket from core.order_items i "
+        f"join (select order_id, customer_id from core.orders where {scope}) o on i.order_id = o.order_id"
+    )
+    order_rows, item_rows = (con.sql(f"select count(*) from ({q})").fetchone()[0] for q in (orders_query, items_query))
+    with (
+        warehouse.bucketed(con, orders_query, bucket_of, buckets, order_rows, ["order_id"]) as bucket_orders,
+        warehouse.bucketed(con, items_query, "_ledger_bucket", buckets, item_rows, ["order_id", "line_number"]) as (
+            bucket_items
+        ),
+    ):
+        for bucket in range(buckets):
+            orders = bucket_orders(bucket)
+            if orders.height == 0:
+                continue
+            items = bucket_items(bucket).drop("_ledger_bucket")
+            result = compute_ledger(orders, items, rules, as_of)
+            del orders, items
+            for table, (attribute, _) in LEDGER_TABLES.items():
+                warehouse.insert_checked(
+                    con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row")
+                )
+            del result
 
 
 def _last_ledger_run(con) -> tuple[date, str] | None:

@@ -6,7 +6,9 @@ happens inside one transaction: a killed or failed step leaves the previous tabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -112,3 +114,59 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
     else:
         con.execute("commit")
+
+
+# A bucketed read of a source of at least this many rows writes it to Parquet once (see `bucketed`); a smaller
+# source stays in DuckDB's buffer cache, where a filtered scan per bucket is cheaper (1M orders, 2.3M events: merge
+# 21 s with scans, 27 s with files; 10M orders, 23M events: 6.5 s a scan, 94 scans).
+BUCKET_FILES_MIN_ROWS = 5_000_000
+# The files hold parts of this many buckets: DuckDB's partitioned write slows down with many partitions (23M
+# events: 94 partitions 239 s, 12 parts 80 s); a bucket is read back from its part with a filter.
+BUCKETS_PER_PART = 8
+
+
+@contextmanager
+def bucketed(
+    con: duckdb.DuckDBPyConnection, query: str, bucket_sql: str, buckets: int, rows: int, order_by: list[str]
+) -> Iterator[Callable[[int], pl.DataFrame]]:
+    """Read the rows of `query` bucket by bucket: yields `read(b)`, the rows for which the SQL expression
+    `bucket_sql` (over the query's columns, in [0, buckets)) is b. Rows come in the order DuckDB scans them,
+    or, from files (written by several threads), sorted by `order_by`, so that the order stays the same
+    from run to run.
+
+    A source of `rows` (about) below BUCKET_FILES_MIN_ROWS is scanned once per bucket with a filter. A larger one
+    does not fit DuckDB's cache, so every scan would read and decompress all of it again (10M orders: merge
+    spent about 610 s of its 780 in 94 scans of the 23M events): the query runs once instead, into Parquet
+    files in a folder beside the warehouse, removed on exit. Tables the query reads must be tables, not Python
+    frames (the copy runs in another scope).
+    """
+    if buckets <= 1:
+        yield lambda bucket: con.sql(query).pl()
+        return
+    if rows < BUCKET_FILES_MIN_ROWS:
+        yield lambda bucket: con.sql(f"select * from ({query}) where ({bucket_sql}) = {bucket}").pl()
+        return
+    database = con.sql("select path from duckdb_databases() where database_name = current_database()").fetchone()[0]
+    folder = Path(tempfile.mkdtemp(prefix=".buckets-", dir=Path(database).parent if database else None))
+    try:
+        con.execute(
+            f"copy (select *, ({bucket_sql}) as _bucket, ({bucket_sql}) // {BUCKETS_PER_PART} as _part "
+            f"from ({query})) to '{folder}' (format parquet, partition_by (_part), compression 'lz4_raw')"
+        )
+        empty = con.sql(f"select * from ({query}) limit 0").pl()
+
+        def read(bucket: int) -> pl.DataFrame:
+            part = folder / f"_part={bucket // BUCKETS_PER_PART}"
+            if not part.exists():
+                return empty
+            frame = (
+                pl.scan_parquet(part / "*.parquet", hive_partitioning=False)
+                .filter(pl.col("_bucket") == bucket)
+                .drop("_bucket")
+                .collect()
+            )
+            return frame.sort(order_by) if frame.height else empty
+
+        yield read
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import runs
+from pipelines import runs, warehouse
 from pipelines.generate import generate
 from pipelines.reading import discover_files
 from pipelines.settings import Settings
@@ -108,8 +108,11 @@ def test_file_batches_keep_processing_order_and_size(raw) -> None:
         assert len(batch) == 1 or weight <= limit
 
 
-def test_merging_in_buckets_gives_the_same_canonical_tables(raw, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
+def test_merging_in_buckets_gives_the_same_canonical_tables(raw, tmp_path, monkeypatch, files) -> None:
+    """Buckets scanned one by one, or read from files written once (warehouse.bucketed): the same tables."""
     whole = snapshot(run_with_batch_mb(raw, tmp_path / "whole", "100000", monkeypatch))
+    monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
     monkeypatch.setenv("LOYALTY_MERGE_BUCKET_EVENTS", "500")
     assert runs.merge_buckets(4000) == 8
     buckets = snapshot(run_with_batch_mb(raw, tmp_path / "buckets", "100000", monkeypatch))
@@ -121,8 +124,9 @@ def test_merging_in_buckets_gives_the_same_canonical_tables(raw, tmp_path, monke
 LEDGER_TABLES = ("points_ledger", "customer_points", "tier_history", "points_reconciliation", "unpriced_redemptions")
 
 
+@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
 def test_the_ledger_in_buckets_of_customers_gives_the_same_tables_in_the_same_row_order(
-    raw, tmp_path, monkeypatch
+    raw, tmp_path, monkeypatch, files
 ) -> None:
     def ledger(root: Path, bucket_orders: str) -> dict[str, list[tuple]]:
         settings = run_with_batch_mb(raw, root, "100000", monkeypatch)
@@ -136,6 +140,7 @@ def test_the_ledger_in_buckets_of_customers_gives_the_same_tables_in_the_same_ro
     assert runs.ledger_buckets(1500) == 1
     monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", "100")
     assert runs.ledger_buckets(1500) == 15
+    monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
     buckets = ledger(tmp_path / "buckets", "100")
     for table in LEDGER_TABLES:
         assert buckets[table] == whole[table], table

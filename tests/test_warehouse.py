@@ -40,3 +40,33 @@ def test_insert_checked_catches_the_rows_duckdb_loses(tmp_path):
             assert str(error) == f"t: {ROWS} rows inserted, 0 arrived"
         else:
             pytest.skip(f"DuckDB {duckdb.__version__} keeps the rows: create_table may go back to plain SQL")
+
+
+@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
+@pytest.mark.parametrize("buckets", [1, 3, 20])
+def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, monkeypatch, buckets, files):
+    """Bucket b is `where <bucket> = b`, whatever the buckets' number (20: three parts, empty buckets) and
+    whether the source is scanned per bucket or written to files once (then sorted, with the query's types
+    through the Parquet round trip, and the files gone afterwards)."""
+    monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        con.execute(
+            """
+            create table t as
+            select i as id, i % 7 as k, 'x' || i as s, (i / 100)::decimal(18,2) as amount,
+              timestamp '2024-01-01' + to_seconds(i) as at, i % 2 = 0 as flag,
+              case when i % 5 = 0 then null else [{'line_number': 1, 'sku': 'a' || i}] end as items
+            from range(2000) r(i) order by hash(i)
+            """
+        )
+        query = "select * from t where k <> 6"  # bucket 6 (and 7..19) empty
+        whole = con.sql(query).pl()
+        with warehouse.bucketed(con, query, f"k % {buckets}", buckets, whole.height, ["id"]) as read:
+            parts = [read(b) for b in range(buckets)]
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".buckets-")]
+    for b, part in enumerate(parts):
+        assert part.schema == whole.schema
+        assert part.sort("id").equals(whole.filter(pl.col("k") % buckets == b).sort("id")), b
+        if files and buckets > 1:
+            assert part["id"].is_sorted()
+    assert sum(p.height for p in parts) == whole.height
