@@ -322,8 +322,11 @@ def create_core(warehouse: Path, tables: dict[str, pl.DataFrame]) -> None:
             con.unregister("frame")
 
 
-def run_dbt_build(tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None) -> list[dict]:
-    """`dbt build` over `warehouse`, target and logs in `tmp_path`; asserts every node passed, returns the results."""
+def run_dbt_build(
+    tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None, select: str | None = None
+) -> list[dict]:
+    """`dbt build` (of `select`, default everything) over `warehouse`, target and logs in `tmp_path`; asserts every
+    node passed, returns the results."""
     # A subprocess, as dagster-dbt runs it: in-process dbtRunner leaves dbt-duckdb's read-write handle on
     # the file open, and this process could then not open it read-only.
     completed = subprocess.run(
@@ -335,6 +338,7 @@ def run_dbt_build(tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None)
             "--log-path", str(tmp_path / "logs"),
             "--no-partial-parse",
             *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
+            *(["--select", select, "--indirect-selection", "cautious"] if select else []),
         ],
         cwd=tmp_path,
         env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},

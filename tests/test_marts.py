@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+from calendar import monthrange
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -325,6 +326,51 @@ def test_rfm_history_rescores_each_month_end(marts: tuple[Path, list[dict], floa
         "select frequency, monetary from marts.rfm_history where customer_id = 'c4' and month_end = date '2024-11-30'",
     )
     assert c4 == [(2, Decimal("1029.00"))]
+
+
+def test_rfm_scores_are_rebuilt_only_for_the_dates_whose_window_changed(tmp_path: Path) -> None:
+    """int_customers_scored is incremental: a second build re-scores only the scoring dates whose window holds a
+    changed order (and the table is then what a full build makes); other dates keep their rows untouched. A
+    table from before the fingerprints (an older version) is scored again whole."""
+    warehouse = tmp_path / "loyalty.duckdb"
+    create_core(warehouse, core_tables())
+    scores = "+int_customers_scored"
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
+    table = "intermediate.int_customers_scored"
+    with duckdb.connect(str(warehouse)) as con:
+        # a mark on every row: a row that is scored again loses it
+        con.execute(f"update {table} set customers_scored = customers_scored + 1000")
+        # c6's order of 2024-08-01 is returned: it leaves the windows of 2024-08-31 and later
+        con.execute("update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62'")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
+    rescored = query(warehouse, f"select distinct scored_as_of from {table} where customers_scored < 1000 order by 1")
+    assert rescored == [(date(2024, m, monthrange(2024, m)[1]),) for m in range(8, 13)]
+    c6 = query(warehouse, f"select frequency from {table} where customer_id = 'c6' and scored_as_of = '{AS_OF}'")
+    assert c6 == [(3,)]
+
+    full = tmp_path / "full.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set customers_scored = customers_scored - 1000 where customers_scored > 1000")
+        con.execute(f"attach '{full}' as full_build")
+        con.execute("create schema full_build.core")
+        for name in CORE_COLUMNS:
+            con.execute(f"create table full_build.core.{name} as select * from core.{name}")
+    (tmp_path / "full").mkdir()
+    run_dbt_build(tmp_path / "full", full, {"as_of": AS_OF}, scores)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        con.execute(f"attach '{full}' as full_build (read_only)")
+        assert con.sql(f"select count(*) from full_build.{table}").fetchone()[0] > 20
+        for a, b in (("loyalty", "full_build"), ("full_build", "loyalty")):
+            differ = f"select * from {a}.{table} except all select * from {b}.{table}"
+            assert con.sql(f"select count(*) from ({differ})").fetchone() == (0,)
+
+    # a table without scoring_fingerprint (built by an older version) is emptied and scored again
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"alter table {table} drop column scoring_fingerprint")
+        con.execute(f"update {table} set customers_scored = customers_scored + 1000")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
+    assert query(warehouse, f"select count(*) from {table} where customers_scored > 1000") == [(0,)]
+    assert query(warehouse, f"select count(*) from {table} where scoring_fingerprint is null") == [(0,)]
 
 
 def test_tier_migration_from_tier_history(marts: tuple[Path, list[dict], float]) -> None:

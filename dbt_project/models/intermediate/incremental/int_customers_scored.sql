@@ -13,7 +13,19 @@
     - f_score: fixed bins `rfm_frequency_bins` (macros/rules_vars.sql).
     - segment: the (r_score, f_score) cell of the `rfm_segments` seed.
     Orders are first summed per customer-day, so the window join touches one row per purchase-day and month.
+
+    Incremental: a build computes only the scoring dates whose fingerprint (`int_scoring_windows_fingerprinted`,
+    plus this model's code and score macros: `scoring_fingerprint`) is not in the table yet; the pre-hook first
+    deletes the rows of dates whose fingerprint changed or that are no longer scoring dates. A daily run thus
+    scores the new as-of date and the month ends whose window holds a changed order, and leaves the table as a
+    full build would make it.
 -#}
+
+{{ config(
+    incremental_strategy='append',
+    on_schema_change='sync_all_columns',
+    pre_hook="{{ delete_rows_of_changed_scoring_dates() }}",
+) }}
 
 with
 
@@ -23,9 +35,9 @@ delivered_orders as (
 
 ),
 
-months as (
+scoring_windows as (
 
-    select * from {{ ref('int_months_spined') }}
+    select * from {{ ref('int_scoring_windows_fingerprinted') }}
 
 ),
 
@@ -51,31 +63,43 @@ purchase_days as (
 
 scoring_dates as (
 
-    select distinct
-        period_end_date as scored_as_of,
-        cast({{ dbt.dateadd('day', 1 - rfm_window_days(), 'period_end_date') }} as date) as window_start_date
+    select
+        scored_as_of,
+        cast({{ dbt.dateadd('day', 1 - rfm_window_days(), 'scored_as_of') }} as date) as window_start_date,
+        {{ rfm_scoring_fingerprint('window_fingerprint') }} as scoring_fingerprint
 
-    from months
+    from scoring_windows
+
+),
+
+dates_to_score as (
+
+    select * from scoring_dates
+
+    {% if scoring_fingerprints_kept() %}
+        where scoring_fingerprint not in (select distinct scoring_fingerprint from {{ this }})
+    {% endif %}
 
 ),
 
 customers_in_window as (
 
     select
-        scoring_dates.scored_as_of,
+        dates_to_score.scored_as_of,
+        dates_to_score.scoring_fingerprint,
         purchase_days.customer_id,
         max(purchase_days.placed_date) as last_order_date,
         cast(sum(purchase_days.orders) as bigint) as frequency,
         cast(sum(purchase_days.amount) as decimal(18, 2)) as monetary
 
-    from scoring_dates
+    from dates_to_score
 
     inner join purchase_days
         on
-            purchase_days.placed_date >= scoring_dates.window_start_date
-            and purchase_days.placed_date <= scoring_dates.scored_as_of
+            purchase_days.placed_date >= dates_to_score.window_start_date
+            and purchase_days.placed_date <= dates_to_score.scored_as_of
 
-    group by scoring_dates.scored_as_of, purchase_days.customer_id
+    group by dates_to_score.scored_as_of, dates_to_score.scoring_fingerprint, purchase_days.customer_id
 
 ),
 
@@ -113,7 +137,8 @@ scored as (
         cast({{ rfm_quintile_score('customers_less_recent', 'customers_scored') }} as integer) as r_score,
         cast({{ rfm_f_score('frequency') }} as integer) as f_score,
         cast({{ rfm_quintile_score('customers_spending_less', 'customers_scored') }} as integer) as m_score,
-        cast(customers_scored as integer) as customers_scored
+        cast(customers_scored as integer) as customers_scored,
+        scoring_fingerprint
 
     from ranked
 
@@ -137,7 +162,8 @@ final as (
             dbt.cast('scored.m_score', dbt.type_string()),
         ]) }} as rfm_cell,
         rfm_segments.segment,
-        scored.customers_scored
+        scored.customers_scored,
+        scored.scoring_fingerprint
 
     from scored
 

@@ -1,0 +1,113 @@
+{#-
+    One row per RFM scoring date (every `period_end_date` of the month spine, the as-of date included) with a
+    fingerprint of everything the date's scores are computed from: the delivered orders placed in its window
+    (customer, day, amount), the window's length and the segment map. Equal fingerprints, equal scores: the
+    incremental `int_customers_scored` recomputes only the dates whose fingerprint changed (a daily run: the
+    new as-of date and the month ends whose window holds an order that changed), and is then identical to a
+    full build. Digests are md5 over ordered lists (dbt.hash, dbt.listagg), so they do not depend on row order.
+-#}
+
+with
+
+delivered_orders as (
+
+    select * from {{ ref('int_orders_delivered') }}
+
+),
+
+months as (
+
+    select * from {{ ref('int_months_spined') }}
+
+),
+
+rfm_segments as (
+
+    select * from {{ ref('rfm_segments') }}
+
+),
+
+scoring_windows as (
+
+    select distinct
+        period_end_date as scored_as_of,
+        cast({{ dbt.dateadd('day', 1 - rfm_window_days(), 'period_end_date') }} as date) as window_start_date
+
+    from months
+
+),
+
+order_days as (
+
+    -- one digest per day with delivered orders: the window's digest then joins a row per day, not per order
+    select
+        placed_date,
+        {{ dbt.hash(dbt.listagg(
+            "customer_id || '/' || " ~ dbt.cast('net_amount_reporting', dbt.type_string()),
+            "','",
+            "order by customer_id, net_amount_reporting",
+        )) }} as day_digest
+
+    from delivered_orders
+
+    group by placed_date
+
+),
+
+window_digests as (
+
+    select
+        scoring_windows.scored_as_of,
+        scoring_windows.window_start_date,
+        coalesce(
+            {{ dbt.hash(dbt.listagg(
+                dbt.cast('order_days.placed_date', dbt.type_string()) ~ " || '=' || order_days.day_digest",
+                "','",
+                "order by order_days.placed_date",
+            )) }},
+            ''
+        ) as orders_digest
+
+    from scoring_windows
+
+    left join order_days
+        on
+            order_days.placed_date >= scoring_windows.window_start_date
+            and order_days.placed_date <= scoring_windows.scored_as_of
+
+    group by scoring_windows.scored_as_of, scoring_windows.window_start_date
+
+),
+
+segments_digest as (
+
+    select
+        {{ dbt.hash(dbt.listagg(
+            dbt.cast('r_score', dbt.type_string()) ~ " || '/' || "
+            ~ dbt.cast('f_score', dbt.type_string()) ~ " || '/' || segment",
+            "','",
+            "order by r_score, f_score",
+        )) }} as segments_digest
+
+    from rfm_segments
+
+),
+
+final as (
+
+    select
+        window_digests.scored_as_of,
+        window_digests.window_start_date,
+        {{ dbt.hash(
+            "window_digests.orders_digest || '|' || "
+            ~ dbt.cast('window_digests.window_start_date', dbt.type_string())
+            ~ " || '|' || coalesce(segments_digest.segments_digest, '')"
+        ) }} as window_fingerprint
+
+    from window_digests
+
+    cross join segments_digest
+
+)
+
+select * from final
