@@ -328,49 +328,83 @@ def test_rfm_history_rescores_each_month_end(marts: tuple[Path, list[dict], floa
     assert c4 == [(2, Decimal("1029.00"))]
 
 
-def test_rfm_scores_are_rebuilt_only_for_the_dates_whose_window_changed(tmp_path: Path) -> None:
-    """int_customers_scored is incremental: a second build re-scores only the scoring dates whose window holds a
-    changed order (and the table is then what a full build makes); other dates keep their rows untouched. A
-    table from before the fingerprints (an older version) is scored again whole."""
+def _rebuild_after_a_change(tmp_path: Path, model: str, mark: str, change: str) -> tuple[Path, str]:
+    """Build `model` (and its parents), mark every row of it with `mark` (a SET clause), apply `change` to core,
+    and build again: the rows computed again lose the mark. Also builds `model` from scratch on the changed core,
+    into `full.duckdb`. Returns (the warehouse, the model's table)."""
     warehouse = tmp_path / "loyalty.duckdb"
     create_core(warehouse, core_tables())
-    scores = "+int_customers_scored"
-    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
-    table = "intermediate.int_customers_scored"
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
+    table = f"intermediate.{model}"
     with duckdb.connect(str(warehouse)) as con:
-        # a mark on every row: a row that is scored again loses it
-        con.execute(f"update {table} set customers_scored = customers_scored + 1000")
-        # c6's order of 2024-08-01 is returned: it leaves the windows of 2024-08-31 and later
-        con.execute("update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62'")
-    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
-    rescored = query(warehouse, f"select distinct scored_as_of from {table} where customers_scored < 1000 order by 1")
-    assert rescored == [(date(2024, m, monthrange(2024, m)[1]),) for m in range(8, 13)]
-    c6 = query(warehouse, f"select frequency from {table} where customer_id = 'c6' and scored_as_of = '{AS_OF}'")
-    assert c6 == [(3,)]
-
-    full = tmp_path / "full.duckdb"
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute(f"update {table} set customers_scored = customers_scored - 1000 where customers_scored > 1000")
-        con.execute(f"attach '{full}' as full_build")
+        con.execute(f"update {table} set {mark}")
+        con.execute(change)
+        con.execute(f"attach '{tmp_path / 'full.duckdb'}' as full_build")
         con.execute("create schema full_build.core")
         for name in CORE_COLUMNS:
             con.execute(f"create table full_build.core.{name} as select * from core.{name}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
     (tmp_path / "full").mkdir()
-    run_dbt_build(tmp_path / "full", full, {"as_of": AS_OF}, scores)
+    run_dbt_build(tmp_path / "full", tmp_path / "full.duckdb", {"as_of": AS_OF}, f"+{model}")
+    return warehouse, table
+
+
+def _assert_equals_the_full_build(warehouse: Path, table: str) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        con.execute(f"attach '{full}' as full_build (read_only)")
+        con.execute(f"attach '{warehouse.parent / 'full.duckdb'}' as full_build (read_only)")
         assert con.sql(f"select count(*) from full_build.{table}").fetchone()[0] > 20
         for a, b in (("loyalty", "full_build"), ("full_build", "loyalty")):
             differ = f"select * from {a}.{table} except all select * from {b}.{table}"
             assert con.sql(f"select count(*) from ({differ})").fetchone() == (0,)
 
-    # a table without scoring_fingerprint (built by an older version) is emptied and scored again
+
+def _assert_a_table_without_fingerprints_is_built_again(tmp_path: Path, model: str, column: str, mark: str) -> None:
+    """A table built by an older version, without the fingerprint column, is emptied and built again whole."""
+    warehouse, table = tmp_path / "loyalty.duckdb", f"intermediate.{model}"
     with duckdb.connect(str(warehouse)) as con:
-        con.execute(f"alter table {table} drop column scoring_fingerprint")
-        con.execute(f"update {table} set customers_scored = customers_scored + 1000")
-    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, scores)
-    assert query(warehouse, f"select count(*) from {table} where customers_scored > 1000") == [(0,)]
-    assert query(warehouse, f"select count(*) from {table} where scoring_fingerprint is null") == [(0,)]
+        con.execute(f"alter table {table} drop column {column}")
+        con.execute(f"update {table} set {mark}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
+    _assert_equals_the_full_build(warehouse, table)
+
+
+def test_rfm_scores_are_rebuilt_only_for_the_dates_whose_window_changed(tmp_path: Path) -> None:
+    """int_customers_scored is incremental: a second build re-scores only the scoring dates whose window holds a
+    changed order, other dates keep their rows untouched, and the table is what a full build makes."""
+    mark = "customers_scored = customers_scored + 1000"
+    # c6's order of 2024-08-01 is returned: it leaves the windows of 2024-08-31 and later
+    change = "update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62'"
+    warehouse, table = _rebuild_after_a_change(tmp_path, "int_customers_scored", mark, change)
+    rescored = query(warehouse, f"select distinct scored_as_of from {table} where customers_scored < 1000 order by 1")
+    assert rescored == [(date(2024, m, monthrange(2024, m)[1]),) for m in range(8, 13)]
+    c6 = query(warehouse, f"select frequency from {table} where customer_id = 'c6' and scored_as_of = '{AS_OF}'")
+    assert c6 == [(3,)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set customers_scored = customers_scored - 1000 where customers_scored > 1000")
+    _assert_equals_the_full_build(warehouse, table)
+    _assert_a_table_without_fingerprints_is_built_again(tmp_path, "int_customers_scored", "scoring_fingerprint", mark)
+
+
+def test_member_months_are_rebuilt_only_for_the_members_whose_inputs_changed(tmp_path: Path) -> None:
+    """int_customer_months_tiered is incremental: a second build computes again only the members whose points
+    entries, tier changes or tier changed; the others keep their rows untouched; the table is what a full build
+    makes."""
+    mark = "earned = earned + 100000"
+    # c1's redemption of 2024-11-10 was 100 points, now 150 (the November flows and every later balance change)
+    change = "update core.points_ledger set points = -150 where customer_id = 'c1' and entry_type = 'redeem'"
+    warehouse, table = _rebuild_after_a_change(tmp_path, "int_customer_months_tiered", mark, change)
+    recomputed = query(warehouse, f"select distinct customer_id from {table} where earned < 100000")
+    assert recomputed == [("c1",)]
+    kept = query(warehouse, f"select distinct customer_id from {table} where earned >= 100000 order by 1")
+    assert kept == [("c2",), ("c4",)]
+    c1 = query(warehouse, f"select redeemed, balance from {table} where customer_id = 'c1' and month = '2024-12-01'")
+    assert c1 == [(0, 1060)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set earned = earned - 100000 where earned >= 100000")
+    _assert_equals_the_full_build(warehouse, table)
+    _assert_a_table_without_fingerprints_is_built_again(
+        tmp_path, "int_customer_months_tiered", "member_fingerprint", mark
+    )
 
 
 def test_tier_migration_from_tier_history(marts: tuple[Path, list[dict], float]) -> None:

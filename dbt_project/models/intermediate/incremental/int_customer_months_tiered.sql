@@ -12,7 +12,19 @@
     - Flows are positive numbers of points: earned (earn), bonus, redeemed (−redeem), reversed (earn and bonus
       taken back by reversals, i.e. −Σ negative reversals), refunded (redemptions given back, Σ positive
       reversals), expired (−expire), adjusted (write-offs of negative balances); net_points is the signed sum.
+
+    Incremental: a build computes only the members whose fingerprint (`int_members_fingerprinted`, plus this
+    model's code and the tier names: `member_fingerprint`) is not in the table yet; the pre-hook first deletes
+    the rows of members whose fingerprint changed or who are no longer members. A daily run thus computes the
+    customers whose ledger changed (every member when the as-of date enters a new month), and leaves the table
+    as a full build would make it.
 -#}
+
+{{ config(
+    incremental_strategy='append',
+    on_schema_change='sync_all_columns',
+    pre_hook="{{ delete_rows_of_changed_members() }}",
+) }}
 
 with
 
@@ -40,6 +52,32 @@ months as (
 
 ),
 
+members_fingerprinted as (
+
+    select * from {{ ref('int_members_fingerprinted') }}
+
+),
+
+member_fingerprints as (
+
+    select
+        customer_id,
+        {{ member_months_fingerprint('inputs_fingerprint') }} as member_fingerprint
+
+    from members_fingerprinted
+
+),
+
+members_to_compute as (
+
+    select * from member_fingerprints
+
+    {% if fingerprints_kept('member_fingerprint') %}
+        where member_fingerprint not in (select distinct member_fingerprint from {{ this }})
+    {% endif %}
+
+),
+
 entries as (
 
     select
@@ -50,7 +88,9 @@ entries as (
 
     from points_ledger
 
-    where effective_at < {{ as_of_cutoff() }}
+    where
+        effective_at < {{ as_of_cutoff() }}
+        and customer_id in (select customer_id from members_to_compute)
 
 ),
 
@@ -97,7 +137,9 @@ tier_changes as (
 
     from tier_history
 
-    where changed_at < {{ as_of_cutoff() }}
+    where
+        changed_at < {{ as_of_cutoff() }}
+        and customer_id in (select customer_id from members_to_compute)
 
 ),
 
@@ -223,9 +265,13 @@ final as (
                 order by tiered.month
                 rows between unbounded preceding and current row
             ) as bigint
-        ) as balance
+        ) as balance,
+        members_to_compute.member_fingerprint
 
     from tiered
+
+    inner join members_to_compute
+        on tiered.customer_id = members_to_compute.customer_id
 
     left join monthly_points
         on

@@ -1,0 +1,76 @@
+{#-
+    Incremental models by fingerprint (models/intermediate/incremental/). Such a model stores, on each row, the
+    fingerprint of what the row was computed from (`fingerprint_column`); a `*_fingerprinted` model gives the
+    current fingerprints. A build deletes the rows whose fingerprint is no longer current (pre-hook
+    `delete_rows_with_stale_fingerprints`), then computes only what has no row with its current fingerprint:
+    the table is then what a full build makes, whatever changed in between.
+-#}
+
+{#-
+    A digest of the calling model's code and of `also` (the rendered text of the macros and vars it depends
+    on): part of every fingerprint it stores, so new code or rules recompute every row.
+-#}
+{% macro code_fingerprint(also='') -%}
+    {{- local_md5(model.raw_code ~ also) -}}
+{%- endmacro %}
+
+
+{#-
+    True on an incremental build of a table that has `fingerprint_column`; false on a full build and on a table
+    built before the column existed (a warehouse from an older version: the pre-hook then adds the column and
+    empties the table, and every row is computed again).
+-#}
+{% macro fingerprints_kept(fingerprint_column) -%}
+    {%- if not (execute and is_incremental()) -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {{ return(fingerprint_column in columns) }}
+{%- endmacro %}
+
+
+{#-
+    Pre-hook: on an incremental build, delete the rows whose fingerprint is not among `current_fingerprints`
+    (a query of one column), or every row of a table without the column.
+-#}
+{% macro delete_rows_with_stale_fingerprints(fingerprint_column, current_fingerprints) -%}
+    {%- if fingerprints_kept(fingerprint_column) -%}
+        delete from {{ this }} where {{ fingerprint_column }} not in ({{ current_fingerprints }})
+    {%- elif execute and is_incremental() -%}
+        {#- the column first: DuckDB refuses to alter a table this transaction already changed -#}
+        alter table {{ this }} add column {{ fingerprint_column }} {{ dbt.type_string() }};
+        delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- int_customers_scored: a scoring date's fingerprint, its window's with the scoring code and score macros. -#}
+{% macro rfm_scoring_fingerprint(window_fingerprint) -%}
+    {%- set code = code_fingerprint(rfm_quintile_score('worse', 'scored') ~ rfm_f_score('frequency')) -%}
+    {{ dbt.hash(window_fingerprint ~ " || '" ~ code ~ "'") }}
+{%- endmacro %}
+
+
+{% macro delete_rows_of_changed_scoring_dates() -%}
+    {%- set current -%}
+        select {{ rfm_scoring_fingerprint('window_fingerprint') }}
+        from {{ ref('int_scoring_windows_fingerprinted') }}
+    {%- endset -%}
+    {{ delete_rows_with_stale_fingerprints('scoring_fingerprint', current) }}
+{%- endmacro %}
+
+
+{#- int_customer_months_tiered: a member's fingerprint, their inputs' with the model's code and tier names. -#}
+{% macro member_months_fingerprint(inputs_fingerprint) -%}
+    {%- set code = code_fingerprint(tier_names() | join(',')) -%}
+    {{ dbt.hash(inputs_fingerprint ~ " || '" ~ code ~ "'") }}
+{%- endmacro %}
+
+
+{% macro delete_rows_of_changed_members() -%}
+    {%- set current -%}
+        select {{ member_months_fingerprint('inputs_fingerprint') }}
+        from {{ ref('int_members_fingerprinted') }}
+    {%- endset -%}
+    {{ delete_rows_with_stale_fingerprints('member_fingerprint', current) }}
+{%- endmacro %}
