@@ -7,6 +7,22 @@
 -#}
 
 {#-
+    An order-independent digest of a group's rows: the sum of a 64-bit hash of each row's `columns` (a multiset:
+    a repeated row counts twice). Not md5 over an ordered list: that sorts and holds every row of a group, and
+    over the 16.7M points entries of 10M orders it ran DuckDB out of its memory limit. `hash` is DuckDB's; on
+    another engine `row_hash` is the one place to change.
+-#}
+{% macro digest_sum(columns) -%}
+    {{ dbt.cast('sum(' ~ row_hash(columns) ~ ')', dbt.type_string()) }}
+{%- endmacro %}
+
+
+{% macro row_hash(columns) -%}
+    hash({{ columns | join(', ') }})
+{%- endmacro %}
+
+
+{#-
     A digest of the calling model's code and of `also` (the rendered text of the macros and vars it depends
     on): part of every fingerprint it stores, so new code or rules recompute every row.
 -#}

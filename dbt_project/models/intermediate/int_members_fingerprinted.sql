@@ -4,7 +4,7 @@
     month), their tier changes, their current tier, and the as-of month (the last month of the spine). Equal
     fingerprints, equal rows: the incremental `int_customer_months_tiered` recomputes only the members whose
     fingerprint changed (a daily run: the customers whose ledger was computed again), every member when the
-    as-of date enters a new month. md5 over ordered lists (dbt.hash, dbt.listagg): independent of row order.
+    as-of date enters a new month. Digests are sums of row hashes (macro digest_sum): independent of row order.
 -#}
 
 with
@@ -37,12 +37,7 @@ entries_digests as (
 
     select
         customer_id,
-        {{ dbt.hash(dbt.listagg(
-            "entry_type || '/' || " ~ dbt.cast('points', dbt.type_string()) ~ " || '/' || "
-            ~ dbt.cast(dbt.date_trunc('month', 'effective_at'), dbt.type_string()),
-            "','",
-            "order by " ~ dbt.date_trunc('month', 'effective_at') ~ ", entry_type, points",
-        )) }} as entries_digest
+        {{ digest_sum(['entry_type', 'points', dbt.date_trunc('month', 'effective_at')]) }} as entries_digest
 
     from points_ledger
 
@@ -56,12 +51,7 @@ tier_changes_digests as (
 
     select
         customer_id,
-        {{ dbt.hash(dbt.listagg(
-            "coalesce(tier_from, '') || '>' || coalesce(tier_to, '') || '@' || "
-            ~ dbt.cast('changed_at', dbt.type_string()),
-            "','",
-            "order by changed_at, tier_from, tier_to",
-        )) }} as tier_changes_digest
+        {{ digest_sum(['tier_from', 'tier_to', 'changed_at']) }} as tier_changes_digest
 
     from tier_history
 

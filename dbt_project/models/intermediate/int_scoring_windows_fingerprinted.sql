@@ -4,7 +4,7 @@
     (customer, day, amount), the window's length and the segment map. Equal fingerprints, equal scores: the
     incremental `int_customers_scored` recomputes only the dates whose fingerprint changed (a daily run: the
     new as-of date and the month ends whose window holds an order that changed), and is then identical to a
-    full build. Digests are md5 over ordered lists (dbt.hash, dbt.listagg), so they do not depend on row order.
+    full build. Digests are sums of row hashes (macro digest_sum), so they do not depend on row order.
 -#}
 
 with
@@ -42,11 +42,7 @@ order_days as (
     -- one digest per day with delivered orders: the window's digest then joins a row per day, not per order
     select
         placed_date,
-        {{ dbt.hash(dbt.listagg(
-            "customer_id || '/' || " ~ dbt.cast('net_amount_reporting', dbt.type_string()),
-            "','",
-            "order by customer_id, net_amount_reporting",
-        )) }} as day_digest
+        sum({{ row_hash(['customer_id', 'net_amount_reporting', 'placed_date']) }}) as day_digest
 
     from delivered_orders
 
@@ -59,14 +55,7 @@ window_digests as (
     select
         scoring_windows.scored_as_of,
         scoring_windows.window_start_date,
-        coalesce(
-            {{ dbt.hash(dbt.listagg(
-                dbt.cast('order_days.placed_date', dbt.type_string()) ~ " || '=' || order_days.day_digest",
-                "','",
-                "order by order_days.placed_date",
-            )) }},
-            ''
-        ) as orders_digest
+        coalesce({{ dbt.cast('sum(order_days.day_digest)', dbt.type_string()) }}, '') as orders_digest
 
     from scoring_windows
 
@@ -81,13 +70,7 @@ window_digests as (
 
 segments_digest as (
 
-    select
-        {{ dbt.hash(dbt.listagg(
-            dbt.cast('r_score', dbt.type_string()) ~ " || '/' || "
-            ~ dbt.cast('f_score', dbt.type_string()) ~ " || '/' || segment",
-            "','",
-            "order by r_score, f_score",
-        )) }} as segments_digest
+    select {{ digest_sum(['r_score', 'f_score', 'segment']) }} as segments_digest
 
     from rfm_segments
 
