@@ -148,10 +148,11 @@ def bucketed(
         return
     database = con.sql("select path from duckdb_databases() where database_name = current_database()").fetchone()[0]
     folder = Path(tempfile.mkdtemp(prefix=".buckets-", dir=Path(database).parent if database else None))
+    target = str(folder).replace("'", "''")
     try:
         con.execute(
             f"copy (select *, ({bucket_sql}) as _bucket, ({bucket_sql}) // {BUCKETS_PER_PART} as _part "
-            f"from ({query})) to '{folder}' (format parquet, partition_by (_part), compression 'lz4_raw')"
+            f"from ({query})) to '{target}' (format parquet, partition_by (_part), compression 'lz4_raw')"
         )
         empty = con.sql(f"select * from ({query}) limit 0").pl()
 

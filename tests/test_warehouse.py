@@ -49,6 +49,7 @@ def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, mon
     whether the source is scanned per bucket or written to files once (then sorted, with the query's types
     through the Parquet round trip, and the files gone afterwards)."""
     monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
+    tmp_path = tmp_path / "it's here"  # the files go beside the warehouse: a quote in the path is quoted
     with warehouse.connect(tmp_path / "w.duckdb") as con:
         con.execute(
             """
