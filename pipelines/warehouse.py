@@ -124,6 +124,7 @@ BUCKET_FILES_MIN_ROWS = 5_000_000
 # The files hold parts of this many buckets: DuckDB's partitioned write slows down with many partitions (23M
 # events: 94 partitions 239 s, 12 parts 80 s); a bucket is read back from its part with a filter.
 BUCKETS_PER_PART = 8
+_open_bucket_folders: set[Path] = set()
 
 
 @contextmanager
@@ -149,13 +150,15 @@ def bucketed(
         return
     database = con.sql("select path from duckdb_databases() where database_name = current_database()").fetchone()[0]
     if database:
-        # Named after the warehouse, whose one writer this is: any such folder left now is from a killed run.
+        # Named after the warehouse, whose one writer is this process: any such folder that is not one of this
+        # process's open reads (the ledger reads orders and lines side by side) was left by a killed run.
         prefix, parent = f".{Path(database).name}.buckets-", Path(database).parent
-        for stale in parent.glob(glob.escape(prefix) + "*"):
+        for stale in set(parent.glob(glob.escape(prefix) + "*")) - _open_bucket_folders:
             shutil.rmtree(stale, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     else:
         folder = Path(tempfile.mkdtemp(prefix="loyalty-buckets-"))
+    _open_bucket_folders.add(folder)
     target = str(folder).replace("'", "''")
     try:
         con.execute(
@@ -178,4 +181,5 @@ def bucketed(
 
         yield read
     finally:
+        _open_bucket_folders.discard(folder)
         shutil.rmtree(folder, ignore_errors=True)

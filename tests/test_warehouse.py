@@ -65,8 +65,14 @@ def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, mon
         )
         query = "select * from t where k <> 6"  # bucket 6 (and 7..19) empty
         whole = con.sql(query).pl()
-        with warehouse.bucketed(con, query, f"k % {buckets}", buckets, whole.height, ["id"]) as read:
+        bucket_of = f"k % {buckets}"
+        # two reads side by side (as the ledger's orders and lines): neither removes the other's files
+        with (
+            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"]) as read,
+            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"]) as read_again,
+        ):
             parts = [read(b) for b in range(buckets)]
+            assert all(read_again(b).equals(part) for b, part in enumerate(parts))
         left = sorted(p.name for p in tmp_path.iterdir() if ".buckets-" in p.name)
         # this warehouse's files are gone, with those a killed run left; another warehouse's stay
         assert left == ([other.name] if files and buckets > 1 else [other.name, stale.name])
