@@ -117,6 +117,60 @@ def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 
     return order_customer, conform(customers.sort("customer_id"), CUSTOMER_COLUMNS)
 
 
+def affected_scope(con, touched: str) -> str:
+    """The events over which identity must be resolved again when the orders of table `touched` (order_id) got
+    new events, given core.orders and core.customers as the last resolution left them. Returns SQL of those
+    events; creates temp table `_identity_customers` (customer_id): the customers that resolution may change,
+    whose rows in core.customers it replaces.
+
+    They are the customers of the touched orders and of every order carrying one of their identifiers; the
+    events are those of these customers' orders and of the touched orders. Any other component of the graph
+    has no touched order and shares no identifier with one, so its pairs, hence its customer, id and contacts,
+    stay as they are; and an identifier of a non-touched order in scope only links orders of its own (old)
+    customer, which are in scope. So resolving these events alone gives every order in scope the customer
+    that resolving every event would, and changes nobody else's (tests/test_incremental.py).
+    """
+    identifier_columns = {
+        "email": "email",
+        "phone": "phone",
+        "document_hash": "document_hash",
+        "source_customer_id": "source || ':' || source_customer_id",
+    }
+    con.execute(
+        f"""
+        create or replace temp table _identity_touched_ids as
+        select {", ".join(f"{sql} as {name}" for name, sql in identifier_columns.items())}
+        from core.order_events semi join {touched} using (order_id)
+        """
+    )
+    sharing = "\n            union\n".join(
+        f"            select order_id from core.order_events where {sql} in "
+        f"(select {name} from _identity_touched_ids where {name} is not null)"
+        for name, sql in identifier_columns.items()
+    )
+    con.execute(
+        f"""
+        create or replace temp table _identity_customers as
+        select distinct customer_id from core.orders
+        where customer_id is not null and order_id in (
+{sharing}
+            union
+            select order_id from {touched}
+        )
+        """
+    )
+    con.execute(
+        f"""
+        create or replace temp table _identity_scope as
+        select order_id from core.orders where customer_id in (select customer_id from _identity_customers)
+        union
+        select order_id from {touched}
+        """
+    )
+    con.execute("drop table _identity_touched_ids")
+    return "(select * from core.order_events semi join _identity_scope using (order_id))"
+
+
 def _customers(per_order: pl.DataFrame, order_customer: pl.DataFrame) -> pl.DataFrame:
     """Customers from their orders' latest contacts: the latest non-null of each, by order id (as
     `build_customers` takes them in processing order), first seen, sources and source customer ids."""

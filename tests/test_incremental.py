@@ -84,6 +84,24 @@ def linking_record(settings: Settings) -> str:
     return json.dumps(record)
 
 
+def renaming_record(settings: Settings, not_of: list[str]) -> str:
+    """An eSputnik order of a customer with an eSputnik id (none of `not_of`'s e-mails) bringing a new e-mail that
+    sorts before any other identifier of the customer: the customer's id (a hash of the smallest) changes."""
+    rows = query(
+        settings.warehouse,
+        """
+        select customer_id, email, list_filter(source_customer_ids, x -> x like 'esputnik:%')[1]
+        from core.customers where len(list_filter(source_customer_ids, x -> x like 'esputnik:%')) > 0
+        order by customer_id
+        """,
+    )
+    customer = next(r for r in rows if r[1] not in not_of)
+    record = json.loads(linking_record(settings))
+    record.update(externalOrderId="RENAME-1", externalCustomerId=customer[2].removeprefix("esputnik:"))
+    record["email"] = "0000-first@example.com"
+    return json.dumps(record)
+
+
 def test_a_run_on_new_files_merges_only_the_touched_orders_and_matches_a_full_rebuild(generated, tmp_path) -> None:
     files = sorted(p for p in generated.rglob("*") if p.is_file())
     cut = "2025-04-01"
@@ -99,12 +117,18 @@ def test_a_run_on_new_files_merges_only_the_touched_orders_and_matches_a_full_re
 
     # the next day's files, and a record that joins two customers of the history
     link = linking_record(daily)
+    rename = renaming_record(daily, not_of=[json.loads(link)["email"]])
+    renamed_before = query(
+        daily.warehouse,
+        "select customer_id from core.customers where list_contains(source_customer_ids, ?)",
+        [f"esputnik:{json.loads(rename)['externalCustomerId']}"],
+    )
     for path in files:
         target = history / path.relative_to(generated)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-    (history / "esputnik" / "2025-06-20-link.ndjson").write_text(link + "\n")
+    (history / "esputnik" / "2025-06-20-link.ndjson").write_text(link + "\n" + rename + "\n")
     second = run(daily, "day-2")
     assert second.mode == "incremental"
     assert 0 < second.orders_merged < second.orders
@@ -115,6 +139,13 @@ def test_a_run_on_new_files_merges_only_the_touched_orders_and_matches_a_full_re
         [f"esputnik:{json.loads(link)['externalCustomerId']}", json.loads(link)["email"]],
     )
     assert linked == [(1,)]  # the record joined two customers of the history into one
+    renamed_after = query(
+        daily.warehouse, "select distinct customer_id from core.orders where order_id = 'esputnik:RENAME-1'"
+    )
+    assert len(renamed_before) == len(renamed_after) == 1 and renamed_after != renamed_before
+    assert query(daily.warehouse, "select count(*) from core.orders where customer_id = ?", list(renamed_before[0])) == [
+        (0,)
+    ]
 
     reference = settings_for(history, tmp_path / "reference")
     full = run(reference, "once")
