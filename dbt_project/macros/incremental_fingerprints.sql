@@ -46,12 +46,29 @@
 
 
 {#-
-    Pre-hook: on an incremental build, delete the rows whose fingerprint is not among `current_fingerprints`
-    (a query of one column), or every row of a table without the column.
+    The read side: a `where` clause keeping the rows (of a query with `fingerprint_column`) whose fingerprint has
+    no row in the table yet, i.e. what an incremental build computes; nothing on a full build.
+-#}
+{% macro where_fingerprint_is_new(fingerprint_column) -%}
+    {%- if fingerprints_kept(fingerprint_column) -%}
+        where {{ fingerprint_column }} not in (
+            select distinct {{ fingerprint_column }} from {{ this }} where {{ fingerprint_column }} is not null
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    The delete side, a pre-hook: on an incremental build, delete the rows whose fingerprint is not among
+    `current_fingerprints` (a query of one column), or every row of a table without the column. (The nulls left
+    out of both `not in` lists would otherwise make them match nothing; no fingerprint is null.)
 -#}
 {% macro delete_rows_with_stale_fingerprints(fingerprint_column, current_fingerprints) -%}
     {%- if fingerprints_kept(fingerprint_column) -%}
-        delete from {{ this }} where {{ fingerprint_column }} not in ({{ current_fingerprints }})
+        delete from {{ this }} where {{ fingerprint_column }} not in (
+            select fingerprint from ({{ current_fingerprints }}) as current_fingerprints (fingerprint)
+            where fingerprint is not null
+        )
     {%- elif execute and is_incremental() -%}
         {#- the column first: DuckDB refuses to alter a table this transaction already changed -#}
         alter table {{ this }} add column {{ fingerprint_column }} {{ dbt.type_string() }};

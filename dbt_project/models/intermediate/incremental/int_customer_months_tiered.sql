@@ -72,9 +72,7 @@ members_to_compute as (
 
     select * from member_fingerprints
 
-    {% if fingerprints_kept('member_fingerprint') %}
-        where member_fingerprint not in (select distinct member_fingerprint from {{ this }})
-    {% endif %}
+    {{ where_fingerprint_is_new('member_fingerprint') }}
 
 ),
 

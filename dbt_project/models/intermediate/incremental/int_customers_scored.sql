@@ -76,9 +76,7 @@ dates_to_score as (
 
     select * from scoring_dates
 
-    {% if fingerprints_kept('scoring_fingerprint') %}
-        where scoring_fingerprint not in (select distinct scoring_fingerprint from {{ this }})
-    {% endif %}
+    {{ where_fingerprint_is_new('scoring_fingerprint') }}
 
 ),
 
