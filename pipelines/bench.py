@@ -289,11 +289,11 @@ def _git_sha() -> str:
 
 def run_dbt(settings, rules, work: Path) -> None:
     """`dbt build` as the dbt asset runs it (same vars, no unit tests), in its own process."""
-    from pipelines.defs.dbt import dbt_vars  # noqa: PLC0415 (imports dagster: only here)
+    from pipelines.defs.dbt import dbt_env, dbt_vars  # noqa: PLC0415 (imports dagster: only here)
 
     dbt = Path(sys.executable).parent / "dbt"
-    variables = dbt_vars(settings.as_of.isoformat(), rules)
-    env = {**os.environ, "LOYALTY_WAREHOUSE": str(settings.warehouse), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    variables = dbt_vars(rules)
+    env = {**os.environ, **dbt_env(settings.warehouse, settings.as_of), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     log_file = work / "dbt.log"
     command = [
         str(dbt),

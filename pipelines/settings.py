@@ -47,6 +47,14 @@ def duckdb_memory_limit() -> str:
     return value
 
 
+def dbt_threads() -> int:
+    """dbt's threads (read by profiles.yml): the environment variable LOYALTY_DBT_THREADS, default 2."""
+    value = (os.environ.get("LOYALTY_DBT_THREADS") or "2").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"LOYALTY_DBT_THREADS {value!r} is not a whole number of at least 1")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     raw_dir: Path
@@ -85,6 +93,7 @@ class Settings:
             as_of = datetime.now(UTC).date()
         rules = pick("rules")
         duckdb_memory_limit()  # refused here, before any work, when it is not a size
+        dbt_threads()  # likewise: dbt would stop with a less clear message, after ingest and the ledger
         return cls(
             raw_dir=Path(pick("raw_dir")).expanduser().absolute(),
             warehouse=Path(pick("warehouse")).expanduser().absolute(),

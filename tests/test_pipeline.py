@@ -120,6 +120,19 @@ def test_unreadable_and_bad_records_are_reported_not_fatal(tmp_path, raw, capsys
     ]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("LOYALTY_DUCKDB_MEMORY", "lots"), ("LOYALTY_DBT_THREADS", "two"), ("LOYALTY_DBT_THREADS", "0")],
+)
+def test_a_bad_tuning_variable_exits_2_before_any_work(tmp_path, raw, capsys, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    warehouse = tmp_path / "wh.duckdb"
+    assert cli.main(["run", "--raw-dir", str(raw), "--warehouse", str(warehouse), "--as-of", "2024-12-31"]) == 2
+    err = capsys.readouterr().err
+    assert variable in err and repr(value) in err and "Traceback" not in err
+    assert not warehouse.exists()
+
+
 def test_bad_usage_exits_2_with_a_message(tmp_path, raw, capsys):
     warehouse = str(tmp_path / "wh.duckdb")
     assert cli.main(["run", "--raw-dir", str(tmp_path / "nope"), "--warehouse", warehouse]) == 2

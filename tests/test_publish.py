@@ -232,3 +232,13 @@ def test_exports_replace_the_days_folder_as_a_whole(done, tmp_path, monkeypatch)
             export_all_segments(con, folder)
     assert sorted((p, p.read_bytes()) for p in folder.rglob("*.csv")) == before  # the previous day's files stand
     assert [p.name for p in folder.parent.iterdir()] == ["2024-12-31"]
+
+
+def test_the_marts_are_as_of_the_runs_date(seed_run) -> None:
+    """`loyalty run --as-of D` hands D to dbt (as LOYALTY_AS_OF, see pipelines/defs/dbt.py): every mart that
+    states its as-of date states D, not today."""
+    with duckdb.connect(str(seed_run.settings.warehouse), read_only=True) as con:
+        dates = con.sql(
+            "select distinct as_of from marts.customer_rfm union select distinct as_of from marts.customer_lifetime_value"
+        ).fetchall()
+    assert dates == [(seed_run.settings.as_of,)]

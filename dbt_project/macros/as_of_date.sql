@@ -1,11 +1,15 @@
 {#-
     The as-of date of a build (SPEC §5: the date D covers the whole day, UTC) as a SQL date literal.
-    It comes from the `as_of` var; when that is null or empty it is today in UTC, fixed at compile time
-    so every model of one invocation agrees on it (the database's current_date follows the session
-    time zone, not UTC).
+    It comes from the `as_of` var, else from the environment variable LOYALTY_AS_OF (how the pipeline passes
+    it: a var that changes from one run to the next would make dbt parse the whole project again); when both
+    are unset or empty it is today in UTC, fixed at compile time so every model of one invocation agrees on it
+    (the database's current_date follows the session time zone, not UTC).
 -#}
 {% macro as_of_date() -%}
     {%- set raw = var('as_of', none) -%}
+    {%- if raw is none or (raw | string | trim) == '' -%}
+        {%- set raw = env_var('LOYALTY_AS_OF', '') -%}
+    {%- endif -%}
     {%- if raw is none or (raw | string | trim) == '' -%}
         {%- set value = modules.datetime.datetime.now(modules.pytz.utc).date().isoformat() -%}
     {%- else -%}

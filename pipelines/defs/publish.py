@@ -1,13 +1,14 @@
 """What a run hands to readers: dbt docs, and the read-only warehouse copy with its Parquet marts (issue #5)."""
 
 import json
+import os
 from collections.abc import Sequence
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from pipelines import publish
-from pipelines.defs.dbt import DBT_TARGET_PATH, dbt_vars, loyalty_dbt_models
+from pipelines.defs.dbt import DBT_TARGET_PATH, dbt_env, dbt_vars, loyalty_dbt_models
 from pipelines.defs.resources import LoyaltySettings
 
 DBT_DOCS = dg.AssetKey(["docs", "dbt_docs"])
@@ -18,7 +19,8 @@ PUBLISHED = dg.AssetKey(["warehouse", "published"])
 def dbt_docs(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: LoyaltySettings) -> dg.MaterializeResult:
     """dbt docs of the marts as one self-contained page, <warehouse dir>/docs/index.html."""
     resolved = settings.resolved()
-    variables = dbt_vars(resolved.as_of.isoformat(), settings.load_rules())
+    os.environ.update(dbt_env(resolved.warehouse, resolved.as_of))
+    variables = dbt_vars(settings.load_rules())
     # The build just compiled every model into the shared target directory: reuse its manifest, only add the catalog.
     args = ["docs", "generate", "--static", "--no-compile", "--vars", json.dumps(variables)]
     dbt.cli(args, target_path=DBT_TARGET_PATH).wait()
