@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines import warehouse
-from pipelines.identity import resolve_in_warehouse
+from pipelines.identity import affected_scope, resolve_in_warehouse
 from pipelines.ingest import present, read_files, validate_records
 from pipelines.merge import merge_orders
 from pipelines.reading import RawFile, discover_files
@@ -103,17 +104,17 @@ def file_batches(files: list[RawFile], limit: int) -> list[list[RawFile]]:
 def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_stage) -> IngestReport:
     """Ingest every raw file not ingested before (by sha256) into core.order_events / quarantine / ingest_files.
 
-    New files are read and validated batch by batch, so memory stays that of one batch. Batches are written
-    once their events fill a few row groups (`WRITE_ROWS`), one transaction per write: a killed run keeps the
-    batches it wrote, and their files are not read again. A status update whose order has not arrived is
-    quarantined as `unknown_order` with its batch; once every batch is written, those whose order came in a
-    later batch are admitted, as `unknown_order` records are on every run. The outcome does not depend on the
-    batch size or on how batches are grouped into writes.
+    New files are read and validated batch by batch (the next one read while this one is validated), so memory
+    stays that of two batches. Batches are written once their events fill a few row groups (`WRITE_ROWS`), one
+    transaction per write: a killed run keeps the batches it wrote, and their files are not read again. A status
+    update whose order has not arrived is quarantined as `unknown_order` with its batch; once every batch is
+    written, those whose order came in a later batch are admitted, as `unknown_order` records are on every run.
+    The outcome does not depend on the batch size or on how batches are grouped into writes.
     """
     with stage("read"):
         files, warnings = discover_files(settings.raw_dir)
         now = now_utc()
-    with warehouse.connect(settings.warehouse) as con:
+    with warehouse.connect(settings.warehouse) as con, contextlib.ExitStack() as stack:
         with stage("read"):
             warehouse.ensure_core(con)
             seen = con.sql("select path, sha256 from core.ingest_files").pl()
@@ -141,6 +142,12 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         readmitted = 0
         unwritten: list[_Batch] = []  # batches read and validated, not yet written
         resolved: pl.DataFrame | None = None
+        # The next batch is read in a thread while this one is validated and written: reading is mostly Python,
+        # validating mostly DuckDB and Polars, which let go of the GIL, so on two cores they overlap. At most one
+        # batch is read ahead.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loyalty-read")
+        stack.callback(reader.shutdown, wait=True, cancel_futures=True)
+        ahead = reader.submit(read_files, batches[0], retry)
         for number, batch in enumerate(batches):
             first = number == 0
             with stage("read"):
@@ -148,7 +155,9 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                     log.info("ingesting %s (%s bytes)", f.rel_path, f.size_bytes)
                 if len(batches) > 1:
                     log.info("batch %d of %d: %d files", number + 1, len(batches), len(batch))
-                read = read_files(batch, retry if first else None)
+                read = ahead.result()
+                if number + 1 < len(batches):
+                    ahead = reader.submit(read_files, batches[number + 1], None)
             with stage("validate"):
                 result = validate_records(
                     read,
@@ -349,9 +358,10 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
 
     core.canonical_runs lists the ingest runs whose events the tables hold (with the fingerprint of the rules
     and code that merged them). Only the orders that events of other runs touch are merged again (all of their
-    events, old and new); identity is always resolved over every event, so a new record that joins two
-    customers re-labels their old orders too. The result is the same as merging everything, which is what
-    happens on the first run, when the fingerprint changed, or when most orders were touched anyway.
+    events, old and new); identity is resolved again over the orders of every customer those orders can
+    change (`identity.affected_scope`), so a new record that joins two customers re-labels their old orders
+    too. The result is the same as merging everything, which is what happens on the first run, when the
+    fingerprint changed, or when most orders were touched anyway.
     """
     fingerprint = canonical_fingerprint(rules)
     with warehouse.connect(settings.warehouse) as con:
@@ -399,17 +409,20 @@ def rebuild_canonical(settings: Settings, rules: Rules, stage: Stage = _no_stage
 
 
 def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: Stage) -> int:
-    """Merge the `touched` orders (every order when None) and resolve identity over every event; returns the
-    number of orders merged. Writes in one transaction."""
-    with stage("identity"):
-        events = con.sql("select count(*) from core.order_events").fetchone()[0]
-        order_customer, customers = resolve_in_warehouse(con, buckets=identity_buckets(events))
-        Customers.validate(customers, lazy=True)
+    """Merge the `touched` orders (every order when None) and resolve identity over the events whose customer can
+    change (every event when None; see `identity.affected_scope`); returns the number of orders merged. Writes
+    in one transaction."""
     if touched is None:
-        source = "select * from core.order_events"
-    else:
+        source, scope = "select * from core.order_events", "core.order_events"
+    else:  # a table, not the frame: `bucketed` may read the source in a COPY, which sees no Python frame
         con.execute("create or replace temp table _merge_touched as select order_id from touched")
         source = "select * from core.order_events semi join _merge_touched using (order_id)"
+    with stage("identity"):
+        if touched is not None:
+            scope = affected_scope(con, "_merge_touched")
+        events = con.sql(f"select count(*) from {scope}").fetchone()[0]
+        order_customer, customers = resolve_in_warehouse(con, scope, buckets=identity_buckets(events))
+        Customers.validate(customers, lazy=True)
     count = con.sql(f"select count(*) from ({source})").fetchone()[0]
     buckets = merge_buckets(count)
     merged = 0
@@ -446,16 +459,21 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
                 )
             else:
                 for table in ("orders", "order_items"):
-                    con.execute(f"delete from core.{table} where order_id in (select order_id from touched)")
+                    con.execute(f"delete from core.{table} where order_id in (select order_id from _merge_touched)")
                     con.execute(f"insert into core.{table} by name select * from core._staged_{table}")
-                # a new record can join two customers: the orders of both now belong to one
+                # a new record can join two customers, or bring a customer a smaller identifier (a new id):
+                # their old orders are relabelled
                 con.execute(
                     "update core.orders o set customer_id = c.customer_id from order_customer c "
                     "where o.order_id = c.order_id and o.customer_id is distinct from c.customer_id"
                 )
+                replaced = "select customer_id from _identity_customers"
+                con.execute(f"delete from core.customers where customer_id in ({replaced})")
+                warehouse.insert_checked(con, "core.customers", customers)
             con.execute("drop table core._staged_orders")
             con.execute("drop table core._staged_order_items")
-            warehouse.replace(con, "customers", customers)
+            if touched is None:
+                warehouse.replace(con, "customers", customers)
     return merged
 
 
@@ -567,13 +585,13 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
             if incremental:
                 scope = "customer_id in (select customer_id from _ledger_computed)"
                 orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
-                _stage_ledger(con, rules, settings.as_of, scope, ledger_buckets(orders))
+                _stage_ledger(con, rules, settings.as_of, scope, orders)
                 for table in LEDGER_TABLES:
                     con.execute(f"delete from core.{table} where {scope}")
                     con.execute(f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}")
             else:
                 orders = con.sql("select count(*) from core.orders").fetchone()[0]
-                _stage_ledger(con, rules, settings.as_of, "true", ledger_buckets(orders))
+                _stage_ledger(con, rules, settings.as_of, "true", orders)
                 for table, (_, key) in LEDGER_TABLES.items():
                     con.execute(
                         f"create or replace table core.{table} as "
@@ -606,23 +624,30 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
     )
 
 
-def _stage_ledger(con, rules: Rules, as_of: date, scope: str, buckets: int) -> None:
-    """The ledger of the customers in `scope` (SQL over core.orders), bucket by bucket, into core._staged_<table>
-    with each bucket's row order in `_row` (empty tables when the scope has no order)."""
+def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: int) -> None:
+    """The ledger of the customers in `scope` (SQL over core.orders, holding `orders_in_scope` orders), bucket by
+    bucket, into core._staged_<table> with each bucket's row order in `_row` (empty tables when the scope has no
+    order)."""
     from pipelines.ledger import LEDGER_COLUMNS, compute_ledger
 
     for table, (attribute, _) in LEDGER_TABLES.items():
         empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
         warehouse.create_table(con, f"core._staged_{table}", empty)
+    buckets = ledger_buckets(orders_in_scope)
+    # The lines in scope, estimated from the lines per order overall (counting them would be a join): the figure
+    # only chooses how `bucketed` reads them.
+    all_orders, all_items = con.sql(
+        "select (select count(*) from core.orders), (select count(*) from core.order_items)"
+    ).fetchone()
+    item_rows = orders_in_scope * all_items // max(all_orders, 1)
     bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
     orders_query = f"select * from core.orders where {scope}"
     items_query = (
         f"select i.*, {bucket_of} as _ledger_bucket from core.order_items i "
         f"join (select order_id, customer_id from core.orders where {scope}) o on i.order_id = o.order_id"
     )
-    order_rows, item_rows = (con.sql(f"select count(*) from ({q})").fetchone()[0] for q in (orders_query, items_query))
     with (
-        warehouse.bucketed(con, orders_query, bucket_of, buckets, order_rows, ["order_id"]) as bucket_orders,
+        warehouse.bucketed(con, orders_query, bucket_of, buckets, orders_in_scope, ["order_id"]) as bucket_orders,
         warehouse.bucketed(con, items_query, "_ledger_bucket", buckets, item_rows, ["order_id", "line_number"]) as (
             bucket_items
         ),
