@@ -16,6 +16,7 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,10 @@ class RawFile:
     source: str
     sha256: str
     size_bytes: int
+    # The file's modification and status-change times when it was hashed: `discover_files` reuses a hash whose
+    # file still has the same path, size and times (a rewrite changes the change time, which no tool sets back).
+    mtime_ns: int = 0
+    ctime_ns: int = 0
 
     @property
     def kind(self) -> str:
@@ -77,19 +82,31 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
+def check_raw_dir(raw_dir: Path) -> None:
+    """Raise RawDirError when `raw_dir` is missing or not a directory."""
+    if not raw_dir.exists():
+        raise RawDirError(f"raw directory {raw_dir} does not exist")
+    if not raw_dir.is_dir():
+        raise RawDirError(f"raw directory {raw_dir} is not a directory")
+
+
+def discover_files(
+    raw_dir: Path, hashed: Mapping[tuple[str, int, int, int], str] | None = None
+) -> tuple[list[RawFile], list[str]]:
     """Raw files under `<raw_dir>/<source>/**`, in processing order, and warnings about what was skipped.
 
     Order: by source, then lexicographic path inside the source (SPEC §2). Paths are resolved and must stay
     inside the raw directory: a symlink (to a file or a directory) that points elsewhere is skipped with a
     warning; directory symlinks are never followed. A path that cannot be resolved (a symlink loop) or a file
     that cannot be opened is skipped with a warning, not an error that stops the run.
+
+    `hashed` maps (path, size, mtime_ns, ctime_ns) of files hashed before to their sha256: a file found with
+    the same four is not read to hash it again (as git and rsync decide a file is unchanged). At 10M orders a
+    daily run otherwise read all 13.9 GiB of earlier files, about 40 s, only to hash them.
     """
+    hashed = hashed or {}
     raw_dir = Path(raw_dir)
-    if not raw_dir.exists():
-        raise RawDirError(f"raw directory {raw_dir} does not exist")
-    if not raw_dir.is_dir():
-        raise RawDirError(f"raw directory {raw_dir} is not a directory")
+    check_raw_dir(raw_dir)
     root = raw_dir.resolve()
     files: list[RawFile] = []
     warnings: list[str] = []
@@ -121,11 +138,23 @@ def discover_files(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
                 found.append((path.relative_to(root).as_posix(), resolved))
         for rel_path, resolved in sorted(found):
             try:
-                sha256, size = sha256_of(resolved), resolved.stat().st_size
+                stat = resolved.stat()  # before reading: a change while it is hashed shows in the next run's stat
+                key = (rel_path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+                sha256 = hashed.get(key) or sha256_of(resolved)
             except OSError as exc:  # e.g. no permission to read it
                 warnings.append(f"{rel_path}: skipped, it cannot be opened: {exc.strerror or exc}")
                 continue
-            files.append(RawFile(path=resolved, rel_path=rel_path, source=source, sha256=sha256, size_bytes=size))
+            files.append(
+                RawFile(
+                    path=resolved,
+                    rel_path=rel_path,
+                    source=source,
+                    sha256=sha256,
+                    size_bytes=stat.st_size,
+                    mtime_ns=stat.st_mtime_ns,
+                    ctime_ns=stat.st_ctime_ns,
+                )
+            )
     return files, warnings
 
 

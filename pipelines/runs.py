@@ -23,7 +23,7 @@ from pipelines import warehouse
 from pipelines.identity import affected_scope, resolve_in_warehouse
 from pipelines.ingest import present, read_files, validate_records
 from pipelines.merge import merge_orders
-from pipelines.reading import RawFile, discover_files
+from pipelines.reading import RawFile, check_raw_dir, discover_files
 from pipelines.rules import Rules
 from pipelines.schemas import ORDER_COLUMNS, Customers, OrderItems, Orders, conform
 from pipelines.settings import Settings
@@ -111,12 +111,17 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
     written, those whose order came in a later batch are admitted, as `unknown_order` records are on every run.
     The outcome does not depend on the batch size or on how batches are grouped into writes.
     """
-    with stage("read"):
-        files, warnings = discover_files(settings.raw_dir)
-        now = now_utc()
+    check_raw_dir(settings.raw_dir)  # before the warehouse is created
     with warehouse.connect(settings.warehouse) as con, contextlib.ExitStack() as stack:
         with stage("read"):
             warehouse.ensure_core(con)
+            con.execute(f"create table if not exists core.raw_file_hashes ({RAW_FILE_HASH_COLUMNS})")
+            hashed = {
+                (path, size, mtime, ctime): sha256
+                for path, size, mtime, ctime, sha256 in con.execute("select * from core.raw_file_hashes").fetchall()
+            }
+            files, warnings = discover_files(settings.raw_dir, hashed)
+            now = now_utc()
             seen = con.sql("select path, sha256 from core.ingest_files").pl()
             seen_sha = set(seen["sha256"].to_list())
             seen_pairs = set(zip(seen["path"].to_list(), seen["sha256"].to_list(), strict=True))
@@ -222,6 +227,22 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                 totals["records_accepted"] += moved
                 totals["records_quarantined"] -= moved
                 reasons["unknown_order"] = reasons.get("unknown_order", 0) - moved
+        with stage("read"):
+            # This run's files and their hashes, for the next run's `discover_files` (files gone are forgotten).
+            hashes = pl.DataFrame(  # noqa: F841 (read by DuckDB)
+                [(f.rel_path, f.size_bytes, f.mtime_ns, f.ctime_ns, f.sha256) for f in files],
+                schema={
+                    "path": pl.String,
+                    "size_bytes": pl.Int64,
+                    "mtime_ns": pl.Int64,
+                    "ctime_ns": pl.Int64,
+                    "sha256": pl.String,
+                },
+                orient="row",
+            )
+            with warehouse.transaction(con):
+                con.execute("delete from core.raw_file_hashes")
+                con.execute("insert into core.raw_file_hashes select * from hashes")
     return IngestReport(
         files_seen=len(files),
         files_ingested=len(new),
@@ -235,6 +256,10 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
         readmitted=readmitted,
         warnings=warnings,
     )
+
+
+# core.raw_file_hashes: the raw files of the last ingest, with the size and times they had when hashed.
+RAW_FILE_HASH_COLUMNS = "path varchar, size_bytes bigint, mtime_ns bigint, ctime_ns bigint, sha256 varchar"
 
 
 @dataclass

@@ -360,3 +360,38 @@ def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_pat
     got, expected = ledger_rows(at("2025-03-02")), reference_ledger(at("2025-03-02"), rules)
     for table in LEDGER:
         assert got[table] == expected[table], table
+
+
+def test_a_run_hashes_again_only_the_files_that_changed(generated, tmp_path, monkeypatch) -> None:
+    """A file with the path, size and times recorded at the last ingest is not read to hash it; a file rewritten
+    in place, even to the same size with its modification time set back, is (its status-change time moved)."""
+    import os
+
+    from pipelines import reading
+
+    raw = tmp_path / "raw"
+    files = sorted(p for p in generated.rglob("*.ndjson") if p.is_file())[:3]
+    for path in files:
+        target = raw / path.relative_to(generated)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    settings = settings_for(raw, tmp_path / "w")
+    hashed: list[str] = []
+    real = reading.sha256_of
+    monkeypatch.setattr(reading, "sha256_of", lambda path: hashed.append(path.name) or real(path))
+
+    runs.ingest(settings, default_rules(), run_id="day-1")
+    assert len(hashed) == 3
+    hashed.clear()
+    runs.ingest(settings, default_rules(), run_id="day-2")
+    assert hashed == []
+
+    changed = raw / files[1].relative_to(generated)
+    before = changed.stat()
+    lines = changed.read_text().splitlines(keepends=True)
+    changed.write_text("".join(lines[1:] + lines[:1]))  # the same bytes in another order: same size
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert changed.stat().st_size == before.st_size and changed.stat().st_mtime_ns == before.st_mtime_ns
+    report = runs.ingest(settings, default_rules(), run_id="day-3")
+    assert hashed == [changed.name]
+    assert report.files_ingested == 1  # new content, so a new file
