@@ -115,11 +115,13 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
     with warehouse.connect(settings.warehouse) as con, contextlib.ExitStack() as stack:
         with stage("read"):
             warehouse.ensure_core(con)
-            con.execute(f"create table if not exists core.raw_file_hashes ({RAW_FILE_HASH_COLUMNS})")
-            hashed = {
-                (path, size, mtime, ctime): sha256
-                for path, size, mtime, ctime, sha256 in con.execute("select * from core.raw_file_hashes").fetchall()
-            }
+            # The hashes the last ingest recorded (none before a first ingest): (path, size, mtime, ctime) -> sha256
+            hashed: dict[tuple[str, int, int, int], str] = {}
+            core = "select table_name from information_schema.tables where table_schema = 'core'"
+            if ("raw_file_hashes",) in con.execute(core).fetchall():
+                hashed = {
+                    tuple(row[:4]): row[4] for row in con.execute("select * from core.raw_file_hashes").fetchall()
+                }
             files, warnings = discover_files(settings.raw_dir, hashed)
             now = now_utc()
             seen = con.sql("select path, sha256 from core.ingest_files").pl()
@@ -229,20 +231,13 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
                 reasons["unknown_order"] = reasons.get("unknown_order", 0) - moved
         with stage("read"):
             # This run's files and their hashes, for the next run's `discover_files` (files gone are forgotten).
-            hashes = pl.DataFrame(  # noqa: F841 (read by DuckDB)
+            hashes = pl.DataFrame(
                 [(f.rel_path, f.size_bytes, f.mtime_ns, f.ctime_ns, f.sha256) for f in files],
-                schema={
-                    "path": pl.String,
-                    "size_bytes": pl.Int64,
-                    "mtime_ns": pl.Int64,
-                    "ctime_ns": pl.Int64,
-                    "sha256": pl.String,
-                },
+                schema=RAW_FILE_HASH_COLUMNS,
                 orient="row",
             )
             with warehouse.transaction(con):
-                con.execute("delete from core.raw_file_hashes")
-                con.execute("insert into core.raw_file_hashes select * from hashes")
+                warehouse.create_table(con, "core.raw_file_hashes", hashes)
     return IngestReport(
         files_seen=len(files),
         files_ingested=len(new),
@@ -259,7 +254,13 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
 
 
 # core.raw_file_hashes: the raw files of the last ingest, with the size and times they had when hashed.
-RAW_FILE_HASH_COLUMNS = "path varchar, size_bytes bigint, mtime_ns bigint, ctime_ns bigint, sha256 varchar"
+RAW_FILE_HASH_COLUMNS = {
+    "path": pl.String,
+    "size_bytes": pl.Int64,
+    "mtime_ns": pl.Int64,
+    "ctime_ns": pl.Int64,
+    "sha256": pl.String,
+}
 
 
 @dataclass
