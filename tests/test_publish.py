@@ -239,6 +239,7 @@ def test_the_marts_are_as_of_the_runs_date(seed_run) -> None:
     states its as-of date states D, not today."""
     with duckdb.connect(str(seed_run.settings.warehouse), read_only=True) as con:
         dates = con.sql(
-            "select distinct as_of from marts.customer_rfm union select distinct as_of from marts.customer_lifetime_value"
+            "select distinct as_of from marts.customer_rfm "
+            "union select distinct as_of from marts.customer_lifetime_value"
         ).fetchall()
     assert dates == [(seed_run.settings.as_of,)]
