@@ -385,6 +385,23 @@ def test_rfm_scores_are_rebuilt_only_for_the_dates_whose_window_changed(tmp_path
     _assert_a_table_without_fingerprints_is_built_again(tmp_path, "int_customers_scored", "scoring_fingerprint", mark)
 
 
+def test_a_customer_relabelled_by_identity_is_renamed_not_rescored(tmp_path: Path) -> None:
+    """A new customer_id for the same orders (identity relabels a customer when a smaller identifier arrives)
+    re-scores no date: the rows kept take the new id, and the table is what a full build makes."""
+    mark = "customers_scored = customers_scored + 1000"
+    change = (
+        "update core.orders set customer_id = 'c0' where customer_id = 'c6';"
+        "update core.customers set customer_id = 'c0' where customer_id = 'c6'"
+    )
+    warehouse, table = _rebuild_after_a_change(tmp_path, "int_customers_scored", mark, change)
+    assert query(warehouse, f"select count(*) from {table} where customers_scored < 1000") == [(0,)]
+    ids = query(warehouse, f"select customer_id, count(*) from {table} where customer_id in ('c0', 'c6') group by 1")
+    assert ids == [("c0", 6)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set customers_scored = customers_scored - 1000")
+    _assert_equals_the_full_build(warehouse, table)
+
+
 def test_member_months_are_rebuilt_only_for_the_members_whose_inputs_changed(tmp_path: Path) -> None:
     """int_customer_months_tiered is incremental: a second build computes again only the members whose points
     entries, tier changes or tier changed; the others keep their rows untouched; the table is what a full build

@@ -93,6 +93,23 @@
 {%- endmacro %}
 
 
+{#-
+    int_customers_scored, after the delete: the rows kept whose customer identity has since relabelled take the
+    customer's customer_id of now, found by `customer_key` (one customer's each). Nothing on a full build, nor
+    on a table from before the key (its fingerprints all changed with the key: the delete emptied it).
+-#}
+{% macro relabel_kept_scores() -%}
+    {%- if fingerprints_kept('scoring_fingerprint') and fingerprints_kept('customer_key') -%}
+        update {{ this }} as kept
+        set customer_id = keys.customer_id
+        from (
+            select distinct customer_key, customer_id from {{ ref('int_orders_delivered') }}
+        ) as keys
+        where kept.customer_key = keys.customer_key and kept.customer_id <> keys.customer_id
+    {%- endif -%}
+{%- endmacro %}
+
+
 {#- int_customer_months_tiered: a member's fingerprint, their inputs' with the model's code and tier names. -#}
 {% macro member_months_fingerprint(inputs_fingerprint) -%}
     {%- set code = code_fingerprint(tier_names() | join(',')) -%}

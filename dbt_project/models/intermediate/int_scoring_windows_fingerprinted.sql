@@ -4,7 +4,9 @@
     (customer, day, amount), the window's length and the segment map. Equal fingerprints, equal scores: the
     incremental `int_customers_scored` recomputes only the dates whose fingerprint changed (a daily run: the
     new as-of date and the month ends whose window holds an order that changed), and is then identical to a
-    full build. Digests are sums of row hashes (macro digest_sum), so they do not depend on row order.
+    full build. The customer is taken by `customer_key` (int_orders_delivered), not by customer_id: each key
+    is one customer's, so equal digests still mean equal customers' orders, and a customer that identity only
+    relabels (same orders, a new customer_id) changes no fingerprint. Digests are sums of row hashes (macro digest_sum), so they do not depend on row order.
 -#}
 
 with
@@ -42,7 +44,7 @@ order_days as (
     -- one digest per day with delivered orders: the window's digest then joins a row per day, not per order
     select
         placed_date,
-        sum({{ row_hash(['customer_id', 'net_amount_reporting', 'placed_date']) }}) as day_digest
+        sum({{ row_hash(['customer_key', 'net_amount_reporting', 'placed_date']) }}) as day_digest
 
     from delivered_orders
 

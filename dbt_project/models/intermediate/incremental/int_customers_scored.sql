@@ -16,15 +16,16 @@
 
     Incremental: a build computes only the scoring dates whose fingerprint (`int_scoring_windows_fingerprinted`,
     plus this model's code and score macros: `scoring_fingerprint`) is not in the table yet; the pre-hook first
-    deletes the rows of dates whose fingerprint changed or that are no longer scoring dates. A daily run thus
-    scores the new as-of date and the month ends whose window holds a changed order, and leaves the table as a
-    full build would make it.
+    deletes the rows of dates whose fingerprint changed or that are no longer scoring dates, then gives the rows
+    kept the customer_id their `customer_key` has now (identity may have relabelled a customer: windows are
+    fingerprinted by key, so that alone re-scores nothing). A daily run thus scores the new as-of date and the
+    month ends whose window holds a changed order, and leaves the table as a full build would make it.
 -#}
 
 {{ config(
     incremental_strategy='append',
     on_schema_change='sync_all_columns',
-    pre_hook="{{ delete_rows_of_changed_scoring_dates() }}",
+    pre_hook=["{{ delete_rows_of_changed_scoring_dates() }}", "{{ relabel_kept_scores() }}"],
 ) }}
 
 with
@@ -51,13 +52,14 @@ purchase_days as (
 
     select
         customer_id,
+        customer_key,
         cast(placed_at as date) as placed_date,
         count(*) as orders,
         sum(coalesce(net_amount_reporting, 0)) as amount
 
     from delivered_orders
 
-    group by customer_id, cast(placed_at as date)
+    group by customer_id, customer_key, cast(placed_at as date)
 
 ),
 
@@ -86,6 +88,7 @@ customers_in_window as (
         dates_to_score.scored_as_of,
         dates_to_score.scoring_fingerprint,
         purchase_days.customer_id,
+        purchase_days.customer_key,
         max(purchase_days.placed_date) as last_order_date,
         cast(sum(purchase_days.orders) as bigint) as frequency,
         cast(sum(purchase_days.amount) as decimal(18, 2)) as monetary
@@ -97,7 +100,11 @@ customers_in_window as (
             purchase_days.placed_date >= dates_to_score.window_start_date
             and purchase_days.placed_date <= dates_to_score.scored_as_of
 
-    group by dates_to_score.scored_as_of, dates_to_score.scoring_fingerprint, purchase_days.customer_id
+    group by
+        dates_to_score.scored_as_of,
+        dates_to_score.scoring_fingerprint,
+        purchase_days.customer_id,
+        purchase_days.customer_key
 
 ),
 
@@ -128,6 +135,7 @@ scored as (
     select
         scored_as_of,
         customer_id,
+        customer_key,
         last_order_date,
         recency_days,
         cast(frequency as integer) as frequency,
@@ -147,6 +155,7 @@ final as (
     select
         scored.scored_as_of,
         scored.customer_id,
+        scored.customer_key,
         scored.last_order_date,
         scored.recency_days,
         scored.frequency,
