@@ -422,7 +422,9 @@ def _cents(column: str) -> pl.Expr:
 # Orders: when each one earns, redeems and is reversed.
 # ----------------------------------------------------------------------------------------------------
 
-_ORDER_INPUT = [
+# The only columns of core.orders and core.order_items the ledger reads (`runs` hashes them to tell which
+# customers' orders changed; a change elsewhere cannot change a ledger result).
+ORDER_INPUT_COLUMNS = [
     "order_id",
     "customer_id",
     "status",
@@ -438,6 +440,7 @@ _ORDER_INPUT = [
     "reported_points_awarded",
     "reported_tier_after",
 ]
+ITEM_INPUT_COLUMNS = ["order_id", "quantity", "unit_price", "line_amount", "categories"]
 
 
 def _prepare_orders(
@@ -468,7 +471,7 @@ def _prepare_orders(
 
     narrow = (
         orders.lazy()
-        .select(_ORDER_INPUT)
+        .select(ORDER_INPUT_COLUMNS)
         .filter(pl.col("customer_id").is_not_null() & pl.col("order_id").is_not_null())
     )
     customer_ids = narrow.select(pl.col("customer_id").unique().sort()).collect()["customer_id"]
@@ -512,7 +515,12 @@ def _prepare_orders(
 def _order_weights(order_items: pl.DataFrame, scale: _Scales) -> pl.LazyFrame:
     """Per order: Σ line weights and Σ line weight × category multiplier (scaled integers)."""
     weight = pl.coalesce(pl.col("quantity").cast(pl.Int128) * _cents("unit_price"), _cents("line_amount"), 0)
-    lines = order_items.lazy().select("order_id", "categories", weight.alias("weight")).with_row_index("line")
+    lines = (
+        order_items.lazy()
+        .select(ITEM_INPUT_COLUMNS)
+        .select("order_id", "categories", weight.alias("weight"))
+        .with_row_index("line")
+    )
     multipliers = (
         lines.select("line", "categories")
         .explode("categories")

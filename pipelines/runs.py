@@ -559,15 +559,23 @@ LEDGER_TABLES = {
     "points_reconciliation": ("reconciliation", "order_id"),
     "unpriced_redemptions": ("unpriced_redemptions", "order_id"),
 }
-# One row per customer: a hash of their orders and order lines when the ledger was last computed.
-LEDGER_INPUTS_SQL = """
-    select o.customer_id, bit_xor(hash(o, i.lines)) as inputs
-    from core.orders o
-    left join (select order_id, bit_xor(hash(i)) as lines from core.order_items i group by order_id) i
-      on i.order_id = o.order_id
-    where o.customer_id is not null
-    group by o.customer_id
-"""
+
+
+def ledger_inputs_sql() -> str:
+    """One row per customer: a hash of the columns of their orders and order lines that the ledger reads (a
+    change to another column cannot change their results, so it does not make them computed again)."""
+    from pipelines.ledger import ITEM_INPUT_COLUMNS, ORDER_INPUT_COLUMNS
+
+    order_columns = ", ".join(f"o.{c}" for c in ORDER_INPUT_COLUMNS)
+    item_columns = ", ".join(ITEM_INPUT_COLUMNS)
+    return f"""
+        select o.customer_id, bit_xor(hash({order_columns}, i.lines)) as inputs
+        from core.orders o
+        left join (select order_id, bit_xor(hash({item_columns})) as lines from core.order_items group by order_id) i
+          on i.order_id = o.order_id
+        where o.customer_id is not null
+        group by o.customer_id
+    """
 
 
 def ledger_buckets(orders: int) -> int:
@@ -588,17 +596,17 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
     """Bring the points ledger, balances, tiers and reconciliation up to date with the canonical orders (SPEC §5).
 
     Every result depends on one customer's orders, the rules and the as-of date. core.ledger_inputs keeps a hash
-    of each customer's orders and lines, core.ledger_runs the as-of date and rules of the last computation. A
-    later computation (same rules, same or later as-of date) computes again only the customers whose results
-    can differ (`_customers_to_compute`) and replaces their rows; the others' rows stay as they are. The first
-    computation, new rules or code, an earlier as-of date, or more than INCREMENTAL_SHARE of the customers to
-    compute: every customer. Either way customers are taken in buckets (all of a customer's orders in one).
-    A full computation sorts each table as one computation over all customers would; an incremental one appends
-    the customers it computed (row order carries no meaning).
+    of each customer's orders and lines (`ledger_inputs_sql`), core.ledger_runs the as-of date and rules of the
+    last computation. A later computation (same rules, same or later as-of date) computes again only the
+    customers whose results can differ (`_customers_to_compute`) and replaces their rows; the others' rows stay
+    as they are. The first computation, new rules or code, an earlier as-of date, or more than
+    INCREMENTAL_SHARE of the customers to compute: every customer. Either way customers are taken in buckets
+    (all of a customer's orders in one). A full computation sorts each table as one computation over all
+    customers would; an incremental one appends the customers it computed (row order carries no meaning).
     """
     fingerprint = ledger_fingerprint(rules)
     with warehouse.connect(settings.warehouse) as con:
-        con.execute(f"create or replace temp table _ledger_inputs as {LEDGER_INPUTS_SQL}")
+        con.execute(f"create or replace temp table _ledger_inputs as {ledger_inputs_sql()}")
         customers_now = con.sql("select count(*) from _ledger_inputs").fetchone()[0]
         previous = _last_ledger_run(con)
         incremental = False

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -314,6 +315,45 @@ def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches
     again = runs.compute_points(at("2025-03-06"), richer)
     assert again.mode == "full" and again.customers_computed == again.customers
     assert ledger_rows(at("2025-03-06")) == reference_ledger(at("2025-03-06"), richer)
+
+
+def test_the_ledger_computes_a_customer_again_for_a_column_it_reads_only(generated, tmp_path):
+    """A change to an order column or line column the ledger does not read (shipping, a product id) computes
+    nobody again; a change to one it reads (the net amount) computes that customer again, and the ledger then
+    equals the pure ledger. As of a date long after every order, no window rule selects anyone."""
+    rules = default_rules()
+    settings = Settings.resolve(
+        raw_dir=str(generated), warehouse=str(tmp_path / "w" / "loyalty.duckdb"), as_of="2031-01-15"
+    )
+    run(settings, "all", rules)
+    assert runs.compute_points(settings, rules).mode == "full"
+    assert runs.compute_points(settings, rules).customers_computed == 0
+    [([a, b],)] = query(
+        settings.warehouse,
+        "select list(distinct customer_id order by customer_id)[1:2] from core.orders o "
+        "where status = 'delivered' and exists (select 1 from core.order_items i where i.order_id = o.order_id)",
+    )
+    with duckdb.connect(str(settings.warehouse)) as con:
+        con.execute(
+            "update core.orders set shipping_amount = coalesce(shipping_amount, 0) + 1 where customer_id = ?", [a]
+        )
+        con.execute(
+            "update core.order_items set product_id = 'other' "
+            "where order_id in (select order_id from core.orders where customer_id = ?)",
+            [a],
+        )
+    assert runs.compute_points(settings, rules).customers_computed == 0
+    with duckdb.connect(str(settings.warehouse)) as con:
+        con.execute(
+            "update core.orders set net_amount_reporting = net_amount_reporting + 10 "
+            "where order_id = (select min(order_id) from core.orders where customer_id = ? and status = 'delivered')",
+            [b],
+        )
+    report = runs.compute_points(settings, rules)
+    assert report.mode == "incremental" and report.customers_computed == 1
+    got, expected = ledger_rows(settings), reference_ledger(settings, rules)
+    for table in LEDGER:
+        assert got[table] == expected[table], table
 
 
 def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):
