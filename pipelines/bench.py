@@ -401,7 +401,7 @@ class PipelineOutcome:
 def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, skip, say) -> PipelineOutcome:
     """Every stage over `raw` into the warehouse under `work` (kept if it exists: a later run is incremental)."""
     from pipelines import runs, warehouse
-    from pipelines.exports import FORMATS, export_segments, known_segments
+    from pipelines.exports import FORMATS, export_all_segments
     from pipelines.settings import Settings
 
     work.mkdir(parents=True, exist_ok=True)
@@ -446,12 +446,10 @@ def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, s
         done("dbt")
     if "exports" not in skip:
         say("exports")
-        written = 0
         with clock("exports"), warehouse.connect(settings.warehouse, read_only=True) as con:
-            segments = known_segments(con)
-            for fmt in FORMATS:
-                target = settings.exports_dir / f"all-segments.{fmt}.csv"
-                written += export_segments(con, segments, fmt, target).written
+            # what the pipeline's exports asset writes: every segment in every format
+            files = export_all_segments(con, settings.exports_dir / settings.as_of.isoformat())
+            written = sum(files.contacts.values()) * len(FORMATS)
         figures["exports"].rows, figures["exports"].rows_label = written, "contacts"
         done("exports")
     return PipelineOutcome(

@@ -127,6 +127,23 @@ def neutralise(frame: pl.DataFrame, keep: tuple[str, ...]) -> pl.DataFrame:
     )
 
 
+def _contacts(con, segments: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(every member of `segments`, those reachable: a usable e-mail or phone; the others are set to null)."""
+    contacts = con.execute(contacts_query(), [segments]).pl()
+    contacts = contacts.with_columns(
+        pl.when(pl.col("email").str.contains(_EMAIL)).then(pl.col("email")).alias("email"),
+        pl.when(pl.col("phone").str.contains(r"^\d{6,15}$")).then(pl.col("phone")).alias("phone"),
+    )
+    return contacts, contacts.filter(pl.col("email").is_not_null() | pl.col("phone").is_not_null())
+
+
+def _write_contacts(reachable: pl.DataFrame, fmt: str, out: Path) -> int:
+    shaped = neutralise(shape(reachable, fmt), keep=("SMS", "Phone Number", "phone"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write(shaped, out, ";" if fmt == "brevo" else ",")
+    return shaped.height
+
+
 def export_segments(con, segments: list[str], fmt: str, out: Path) -> ExportResult:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
@@ -134,18 +151,9 @@ def export_segments(con, segments: list[str], fmt: str, out: Path) -> ExportResu
     unknown = [s for s in segments if s not in known]
     if unknown:
         raise UnknownSegment(unknown, known)
-    contacts = con.execute(contacts_query(), [segments]).pl()
-    contacts = contacts.with_columns(
-        pl.when(pl.col("email").str.contains(_EMAIL)).then(pl.col("email")).alias("email"),
-        pl.when(pl.col("phone").str.contains(r"^\d{6,15}$")).then(pl.col("phone")).alias("phone"),
-    )
-    reachable = contacts.filter(pl.col("email").is_not_null() | pl.col("phone").is_not_null())
-    phone_columns = ("SMS", "Phone Number", "phone")
-    shaped = neutralise(shape(reachable, fmt), keep=phone_columns)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    separator = ";" if fmt == "brevo" else ","
-    _write(shaped, out, separator)
-    return ExportResult(path=out, written=shaped.height, skipped_without_contact=contacts.height - reachable.height)
+    contacts, reachable = _contacts(con, segments)
+    written = _write_contacts(reachable, fmt, out)
+    return ExportResult(path=out, written=written, skipped_without_contact=contacts.height - reachable.height)
 
 
 def segment_slug(segment: str) -> str:
@@ -171,14 +179,15 @@ def export_all_segments(con, out_dir: Path) -> SegmentFiles:
     slugs = {segment: segment_slug(segment) for segment in segments}
     if len(set(slugs.values())) != len(slugs):
         raise ValueError(f"segment names that differ only in punctuation or case would share a file: {segments}")
-    files, contacts, skipped = [], {}, {}
+    members, reachable = _contacts(con, segments)  # one query for every file (each keeps the query's order)
+    of_segment = {segment: reachable.filter(pl.col("segment") == segment) for segment in segments}
+    skipped = {s: members.filter(pl.col("segment") == s).height - of_segment[s].height for s in segments}
+    files, contacts = [], {}
     with staged_dir(out_dir) as staged:
         for fmt in FORMATS:
             for segment in segments:
-                result = export_segments(con, [segment], fmt, staged / fmt / f"{slugs[segment]}.csv")
-                files.append(out_dir / fmt / result.path.name)
-                contacts[segment] = result.written
-                skipped[segment] = result.skipped_without_contact
+                contacts[segment] = _write_contacts(of_segment[segment], fmt, staged / fmt / f"{slugs[segment]}.csv")
+                files.append(out_dir / fmt / f"{slugs[segment]}.csv")
     return SegmentFiles(folder=out_dir, files=files, contacts=contacts, skipped_without_contact=skipped)
 
 

@@ -18,7 +18,7 @@ import pytest
 from pipelines import exports, publish, runs
 from pipelines.definitions import defs
 from pipelines.defs.publish import PUBLISHED
-from pipelines.exports import FORMATS, export_all_segments, known_segments, segment_slug
+from pipelines.exports import FORMATS, export_all_segments, export_segments, known_segments, segment_slug
 
 
 @pytest.fixture
@@ -216,9 +216,14 @@ def test_exports_replace_the_days_folder_as_a_whole(done, tmp_path, monkeypatch)
         assert len(written.files) == 40 and all(p.exists() for p in written.files)
         assert not (folder / "brevo" / "old_segment.csv").exists()
         assert written.contacts["Champions"] == len((folder / "csv" / "champions.csv").read_text().splitlines()) - 1
+        for fmt in FORMATS:  # each file is what `loyalty export` writes for that one segment
+            for segment in known_segments(con):
+                one = export_segments(con, [segment], fmt, tmp_path / "one.csv")
+                assert (folder / fmt / f"{segment_slug(segment)}.csv").read_bytes() == one.path.read_bytes()
+                assert written.skipped_without_contact[segment] == one.skipped_without_contact
 
         calls = []
-        real = exports.export_segments
+        real = exports._write_contacts
 
         def fails_halfway(*args):
             calls.append(1)
@@ -226,7 +231,7 @@ def test_exports_replace_the_days_folder_as_a_whole(done, tmp_path, monkeypatch)
                 raise OSError("disk full")
             return real(*args)
 
-        monkeypatch.setattr(exports, "export_segments", fails_halfway)
+        monkeypatch.setattr(exports, "_write_contacts", fails_halfway)
         before = sorted((p, p.read_bytes()) for p in folder.rglob("*.csv"))
         with pytest.raises(OSError):
             export_all_segments(con, folder)
