@@ -271,12 +271,12 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> FitResult:
         message = f"BG/NBD not fitted: {reason}; the maximum-likelihood estimate does not exist"
         return FitResult(BGNBD, dict.fromkeys(BGNBD_PARAMS, math.nan), math.nan, n, False, message)
     scale = float(T.max())
-    xs, ts, Ts = x, t_x / scale, T / scale
+    (xs, ts, Ts), weights = _distinct_rows(x, t_x / scale, T / scale)
 
     def objective(phi: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.exp(phi)
         ll, grad = _bgnbd_ll_grad(theta, xs, ts, Ts)
-        return -float(ll.sum()) / n, -(grad.sum(axis=0) * theta) / n
+        return -float(ll @ weights) / n, -((weights @ grad) * theta) / n
 
     phi, ok, message = _maximize(objective, np.zeros(4))
     r, alpha_scaled, a, b = np.exp(phi)
@@ -618,6 +618,14 @@ def _bgnbd_tuple(params) -> tuple[float, float, float, float]:
     if isinstance(params, dict):
         return tuple(float(params[k]) for k in BGNBD_PARAMS)  # type: ignore[return-value]
     return tuple(float(v) for v in params)  # type: ignore[return-value]
+
+
+def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct rows of `columns` and how often each occurs. A log-likelihood summed over customers is the
+    same sum over their distinct (x, t_x, T), weighted: the BG/NBD fit evaluates it tens of times, and at 1M
+    orders 233,357 customers have 117,703 distinct (x, t_x, T)."""
+    distinct, counts = np.unique(np.column_stack(columns), axis=0, return_counts=True)
+    return tuple(distinct.T), counts.astype(float)
 
 
 def _arrays(*columns) -> tuple[np.ndarray, ...]:
