@@ -633,7 +633,17 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
                     )
             for table in LEDGER_TABLES:
                 con.execute(f"drop table if exists core._staged_{table}")
-            con.execute("create or replace table core.ledger_inputs as select * from _ledger_inputs order by 1")
+            if incremental:  # only the rows that changed: most customers' inputs are as they were
+                con.execute(
+                    "delete from core.ledger_inputs o where not exists (select 1 from _ledger_inputs n "
+                    "where n.customer_id = o.customer_id and n.inputs = o.inputs)"
+                )
+                con.execute(
+                    "insert into core.ledger_inputs select * from _ledger_inputs n where not exists "
+                    "(select 1 from core.ledger_inputs o where o.customer_id = n.customer_id)"
+                )
+            else:
+                con.execute("create or replace table core.ledger_inputs as select * from _ledger_inputs order by 1")
             con.execute(
                 "create or replace table core.ledger_runs as select ?::date as as_of, ?::varchar as fingerprint",
                 [settings.as_of, fingerprint],

@@ -354,6 +354,9 @@ def test_the_ledger_computes_a_customer_again_for_a_column_it_reads_only(generat
     got, expected = ledger_rows(settings), reference_ledger(settings, rules)
     for table in LEDGER:
         assert got[table] == expected[table], table
+    # the stored input hashes were updated row by row to what they now are
+    stored = query(settings.warehouse, "select * from core.ledger_inputs order by all")
+    assert stored == query(settings.warehouse, f"select * from ({runs.ledger_inputs_sql()}) order by all")
 
 
 def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):
