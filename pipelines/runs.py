@@ -117,8 +117,7 @@ def ingest(settings: Settings, rules: Rules, run_id: str, stage: Stage = _no_sta
             warehouse.ensure_core(con)
             # The hashes the last ingest recorded (none before a first ingest): (path, size, mtime, ctime) -> sha256
             hashed: dict[tuple[str, int, int, int], str] = {}
-            core = "select table_name from information_schema.tables where table_schema = 'core'"
-            if ("raw_file_hashes",) in con.execute(core).fetchall():
+            if "raw_file_hashes" in warehouse.table_names(con, "core"):
                 hashed = {
                     tuple(row[:4]): row[4] for row in con.execute("select * from core.raw_file_hashes").fetchall()
                 }
@@ -711,14 +710,7 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
 
 
 def _last_ledger_run(con) -> tuple[date, str] | None:
-    tables = {
-        r[0]
-        for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'core' and table_name in "
-            "('ledger_runs', 'ledger_inputs', 'points_ledger', 'customer_points')"
-        ).fetchall()
-    }
-    if len(tables) < 4:
+    if not {"ledger_runs", "ledger_inputs", "points_ledger", "customer_points"} <= warehouse.table_names(con, "core"):
         return None
     row = con.sql("select as_of, fingerprint from core.ledger_runs").fetchone()
     return (row[0], row[1]) if row else None
@@ -774,13 +766,7 @@ def currencies_without_rate(settings: Settings, rules: Rules) -> list[str]:
     if not settings.warehouse.exists():
         return []
     with warehouse.connect(settings.warehouse, read_only=True) as con:
-        tables = {
-            r[0]
-            for r in con.execute(
-                "select table_name from information_schema.tables where table_schema = 'core'"
-            ).fetchall()
-        }
-        if "orders" not in tables:
+        if "orders" not in warehouse.table_names(con, "core"):
             return []
         found = [
             r[0] for r in con.execute("select distinct currency from core.orders where currency is not null").fetchall()

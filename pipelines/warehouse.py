@@ -53,15 +53,16 @@ def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         con.close()
 
 
+def table_names(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
+    """The names of the tables (and views) of `schema`; empty when there is no such schema."""
+    rows = con.execute("select table_name from information_schema.tables where table_schema = ?", [schema])
+    return {row[0] for row in rows.fetchall()}
+
+
 def ensure_core(con: duckdb.DuckDBPyConnection) -> None:
     """Create schema `core` and any missing table, typed from the canonical column definitions."""
     con.execute("create schema if not exists core")
-    existing = {
-        row[0]
-        for row in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'core'"
-        ).fetchall()
-    }
+    existing = table_names(con, "core")
     for table, columns in CORE_TABLES.items():
         if table not in existing:
             create_table(con, f"core.{table}", empty_frame(columns))
