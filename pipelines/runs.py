@@ -683,11 +683,22 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
         "select (select count(*) from core.orders), (select count(*) from core.order_items)"
     ).fetchone()
     item_rows = orders_in_scope * all_items // max(all_orders, 1)
+    orders_table, items_table = "core.orders", "core.order_items"
+    if scope != "true" and buckets > 1:
+        # A part of the customers, in several buckets: each bucket's read would scan all orders and lines again
+        # (10M orders, a daily run's 235k customers in 4 buckets: about 45 s), so the part is copied out once.
+        orders_table, items_table = "_ledger_orders", "_ledger_items"
+        con.execute(f"create or replace temp table _ledger_orders as select * from core.orders where {scope}")
+        con.execute(
+            "create or replace temp table _ledger_items as select i.* from core.order_items i "
+            "join (select order_id from _ledger_orders) o on i.order_id = o.order_id"
+        )
+        scope = "true"
     bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
-    orders_query = f"select * from core.orders where {scope}"
+    orders_query = f"select * from {orders_table} where {scope}"
     items_query = (
-        f"select i.*, {bucket_of} as _ledger_bucket from core.order_items i "
-        f"join (select order_id, customer_id from core.orders where {scope}) o on i.order_id = o.order_id"
+        f"select i.*, {bucket_of} as _ledger_bucket from {items_table} i "
+        f"join (select order_id, customer_id from {orders_table} where {scope}) o on i.order_id = o.order_id"
     )
     with (
         warehouse.bucketed(con, orders_query, bucket_of, buckets, orders_in_scope, ["order_id"]) as bucket_orders,
@@ -707,6 +718,7 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
                     con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row")
                 )
             del result
+    con.execute("drop table if exists _ledger_orders; drop table if exists _ledger_items")
 
 
 def _last_ledger_run(con) -> tuple[date, str] | None:
