@@ -328,14 +328,16 @@ def test_rfm_history_rescores_each_month_end(marts: tuple[Path, list[dict], floa
     assert c4 == [(2, Decimal("1029.00"))]
 
 
-def _rebuild_after_a_change(tmp_path: Path, model: str, mark: str, change: str) -> tuple[Path, str]:
+def _rebuild_after_a_change(
+    tmp_path: Path, model: str, mark: str, change: str, schema: str = "intermediate"
+) -> tuple[Path, str]:
     """Build `model` (and its parents), mark every row of it with `mark` (a SET clause), apply `change` to core,
     and build again: the rows computed again lose the mark. Also builds `model` from scratch on the changed core,
     into `full.duckdb`. Returns (the warehouse, the model's table)."""
     warehouse = tmp_path / "loyalty.duckdb"
     create_core(warehouse, core_tables())
     run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
-    table = f"intermediate.{model}"
+    table = f"{schema}.{model}"
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"update {table} set {mark}")
         con.execute(change)
@@ -399,6 +401,81 @@ def test_a_customer_relabelled_by_identity_is_renamed_not_rescored(tmp_path: Pat
     assert ids == [("c0", 6)]
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"update {table} set customers_scored = customers_scored - 1000")
+    _assert_equals_the_full_build(warehouse, table)
+
+
+def _month_ends(*months: tuple[int, int]) -> list[tuple[date]]:
+    return [(date(y, m, monthrange(y, m)[1]),) for y, m in months]
+
+
+def test_rfm_history_is_rebuilt_only_for_the_months_whose_scores_changed(tmp_path: Path) -> None:
+    """rfm_history is incremental by month: a second build computes again the months whose scores, or whose
+    previous month's scores, changed; the other months keep their rows untouched; the table is what a full build
+    makes. Without the record of what was built, the table is built whole."""
+    mark = "monetary = monetary + 100000"
+    # c6's order of 2024-08-01 is returned: the scores of 2024-08-31 to 2024-12-31 change (see above), and so
+    # do those months' rows; July keeps its scores, and its rows (August's previous segment comes from July).
+    change = "update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62'"
+    warehouse, table = _rebuild_after_a_change(tmp_path, "rfm_history", mark, change, schema="marts")
+    rebuilt = query(warehouse, f"select distinct month_end from {table} where monetary < 100000 order by 1")
+    assert rebuilt == _month_ends(*((2024, m) for m in range(8, 13)))
+    kept = query(warehouse, f"select count(distinct month_end) from {table} where monetary >= 100000")
+    assert kept == [(24 - 5,)]
+    c6 = query(warehouse, f"select frequency from {table} where customer_id = 'c6' and month_end = '{AS_OF}'")
+    assert c6 == [(3,)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set monetary = monetary - 100000 where monetary >= 100000")
+    _assert_equals_the_full_build(warehouse, table)
+
+    # no change at all: every month is kept
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set {mark}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+rfm_history")
+    assert query(warehouse, f"select count(*) from {table} where monetary < 100000") == [(0,)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set monetary = monetary - 100000")
+
+    # the record of the months built is gone (a warehouse of an older version): built whole, as a full build
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("drop table intermediate.rfm_history__months")
+        con.execute(f"update {table} set {mark}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+rfm_history")
+    assert query(warehouse, f"select count(*) from {table} where monetary >= 100000") == [(0,)]
+    _assert_equals_the_full_build(warehouse, table)
+
+
+def test_rfm_history_rebuilds_a_month_whose_previous_month_changed(tmp_path: Path) -> None:
+    """A month's rows carry the previous month's segment: when only the previous month's scores change, the
+    month is built again too."""
+    mark = "monetary = monetary + 100000"
+    # c4's order of 2023-01-01 23:59 is in the windows up to 2024-11-30, not in that of 2024-12-31: returning it
+    # changes the scores of every month but December, whose rows still take November's segments
+    change = "update core.orders set status = 'cancelled' where order_id = 'brevo:41'"
+    warehouse, table = _rebuild_after_a_change(tmp_path, "rfm_history", mark, change, schema="marts")
+    scores = query(
+        warehouse, "select count(*) from intermediate.int_customers_scored where scored_as_of = date '2024-12-31'"
+    )
+    assert scores[0][0] > 0
+    rebuilt = query(warehouse, f"select count(distinct month_end) from {table} where monetary < 100000")
+    assert rebuilt == [(24,)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set monetary = monetary - 100000 where monetary >= 100000")
+    _assert_equals_the_full_build(warehouse, table)
+
+
+def test_rfm_history_renames_a_relabelled_customer_without_rebuilding_a_month(tmp_path: Path) -> None:
+    """A customer that identity only relabels keeps every month's rows in rfm_history, under the new id."""
+    mark = "monetary = monetary + 100000"
+    change = (
+        "update core.orders set customer_id = 'c0' where customer_id = 'c6';"
+        "update core.customers set customer_id = 'c0' where customer_id = 'c6'"
+    )
+    warehouse, table = _rebuild_after_a_change(tmp_path, "rfm_history", mark, change, schema="marts")
+    assert query(warehouse, f"select count(*) from {table} where monetary < 100000") == [(0,)]
+    ids = query(warehouse, f"select customer_id, count(*) from {table} where customer_id in ('c0', 'c6') group by 1")
+    assert ids == [("c0", 6)]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set monetary = monetary - 100000")
     _assert_equals_the_full_build(warehouse, table)
 
 

@@ -124,3 +124,114 @@
     {%- endset -%}
     {{ delete_rows_with_stale_fingerprints('member_fingerprint', current) }}
 {%- endmacro %}
+
+
+{#-
+    rfm_history (marts/incremental), incremental by month without a bookkeeping column in the published mart:
+    what the table holds is recorded beside it, in `intermediate.rfm_history__<name>` (`record`), and what it
+    should hold now is computed once per build, by the first pre-hook, into temp tables `rfm_history__<name>_now`
+    (`now`, the build's own connection):
+    - months: each month end, with its fingerprint (`rfm_history_month_fingerprints`);
+    - customers: each scored customer_id, with its customer's `customer_key` (one customer's).
+-#}
+{% macro rfm_history_record(name) -%}
+    {{- api.Relation.create(database=this.database, schema='intermediate', identifier='rfm_history__' ~ name) -}}
+{%- endmacro %}
+
+
+{% macro rfm_history_now(name) -%}
+    {{- 'rfm_history__' ~ name ~ '_now' -}}
+{%- endmacro %}
+
+
+{#- True on an incremental build with both records present (else the table is built whole). -#}
+{% macro rfm_history_kept() -%}
+    {%- if not (execute and is_incremental()) -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set found -%}
+        select count(*) from information_schema.tables
+        where table_catalog = '{{ this.database }}' and table_schema = 'intermediate'
+            and table_name in ('rfm_history__months', 'rfm_history__customers')
+    {%- endset -%}
+    {{ return(run_query(found).columns[0].values()[0] == 2) }}
+{%- endmacro %}
+
+
+{#-
+    One row per month end of the spine: a digest of the scoring fingerprints (int_customers_scored, which covers
+    its orders, code and rules) of the month's scoring date and of the previous month end, with the model's code.
+    Equal fingerprints, equal rows but for customer ids (relabels: `relabel_rfm_history`).
+-#}
+{% macro rfm_history_month_fingerprints() -%}
+    {%- set scores -%}
+        (select distinct scored_as_of, scoring_fingerprint from {{ ref('int_customers_scored') }})
+    {%- endset -%}
+    select
+        months.month_end,
+        {{ dbt.hash(
+            "coalesce(scores.scoring_fingerprint, '') || '|' || coalesce(previous_scores.scoring_fingerprint, '')"
+            ~ " || '|' || '" ~ code_fingerprint() ~ "'"
+        ) }} as history_fingerprint
+    from {{ ref('int_months_spined') }} as months
+    left join {{ scores }} as scores on months.period_end_date = scores.scored_as_of
+    left join {{ scores }} as previous_scores
+        on cast({{ dbt.dateadd('day', -1, dbt.date_trunc('month', 'months.month_end')) }} as date)
+            = previous_scores.scored_as_of
+{%- endmacro %}
+
+
+{#- The month ends whose rows a build keeps: recorded with the fingerprint they have now. -#}
+{% macro rfm_history_months_kept() -%}
+    select now.month_end
+    from {{ rfm_history_now('months') }} as now
+    inner join {{ rfm_history_record('months') }} as built
+        on now.month_end = built.month_end and now.history_fingerprint = built.history_fingerprint
+{%- endmacro %}
+
+
+{#-
+    First pre-hook: what the table should hold now (on every build: the post-hook records it), then, on an
+    incremental build, delete the rows of the months not kept (every row when the records are missing).
+-#}
+{% macro prepare_rfm_history() -%}
+    create or replace temp table {{ rfm_history_now('months') }} as {{ rfm_history_month_fingerprints() }};
+    create or replace temp table {{ rfm_history_now('customers') }} as
+        select distinct customer_id, customer_key from {{ ref('int_customers_scored') }};
+    {%- if rfm_history_kept() %}
+        delete from {{ this }} where month_end not in ({{ rfm_history_months_kept() }})
+    {%- elif execute and is_incremental() %}
+        delete from {{ this }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    Second pre-hook: the rows kept whose customer identity has since relabelled take the customer's customer_id
+    of now (int_customers_scored relabelled its own rows already), found through the customer's key. A customer
+    id was one customer's when recorded, so each old id has at most one new one. Nothing when none changed.
+-#}
+{% macro relabel_rfm_history() -%}
+    {%- if rfm_history_kept() -%}
+        {%- set relabels -%}
+            select built.customer_id as old_customer_id, now.customer_id as new_customer_id
+            from {{ rfm_history_record('customers') }} as built
+            inner join {{ rfm_history_now('customers') }} as now on built.customer_key = now.customer_key
+            where built.customer_id <> now.customer_id
+        {%- endset -%}
+        {%- if run_query('select count(*) from (' ~ relabels ~ ')').columns[0].values()[0] > 0 -%}
+            update {{ this }} as kept
+            set customer_id = relabels.new_customer_id
+            from ({{ relabels }}) as relabels
+            where kept.customer_id = relabels.old_customer_id
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- Post-hook, in the build's transaction: record what the table now holds. -#}
+{% macro record_rfm_history_built() -%}
+    create or replace table {{ rfm_history_record('months') }} as select * from {{ rfm_history_now('months') }};
+    create or replace table {{ rfm_history_record('customers') }} as
+        select * from {{ rfm_history_now('customers') }}
+{%- endmacro %}
