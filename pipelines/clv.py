@@ -624,8 +624,13 @@ def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.nda
     """The distinct rows of `columns` and how often each occurs. A log-likelihood summed over customers is the
     same sum over their distinct (x, t_x, T), weighted: the BG/NBD fit evaluates it tens of times, and at 1M
     orders 233,357 customers have 117,703 distinct (x, t_x, T)."""
-    distinct, counts = np.unique(np.column_stack(columns), axis=0, return_counts=True)
-    return tuple(distinct.T), counts.astype(float)
+    names = [f"c{i}" for i in range(len(columns))]
+    # np.unique(axis=0) gives the same rows in the same (lexicographic) order, but sorts them as opaque records:
+    # 5.7 s for 2.35M customers where Polars groups and sorts in a fraction of that.
+    counted = (
+        pl.DataFrame(dict(zip(names, columns, strict=True))).group_by(names).agg(pl.len().alias("rows")).sort(names)
+    )
+    return tuple(counted[n].to_numpy() for n in names), counted["rows"].to_numpy().astype(float)
 
 
 def _arrays(*columns) -> tuple[np.ndarray, ...]:
