@@ -387,20 +387,30 @@ def test_rfm_scores_are_rebuilt_only_for_the_dates_whose_window_changed(tmp_path
     _assert_a_table_without_fingerprints_is_built_again(tmp_path, "int_customers_scored", "scoring_fingerprint", mark)
 
 
-def test_a_customer_relabelled_by_identity_is_renamed_not_rescored(tmp_path: Path) -> None:
+# identity relabels c6 (a smaller identifier arrived): the same orders, a new customer_id
+RELABEL_C6 = (
+    "update core.orders set customer_id = 'c0' where customer_id = 'c6';"
+    "update core.customers set customer_id = 'c0' where customer_id = 'c6'"
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "schema", "column", "offset"),
+    [("int_customers_scored", "intermediate", "customers_scored", 1000), ("rfm_history", "marts", "monetary", 100000)],
+)
+def test_a_customer_relabelled_by_identity_is_renamed_not_recomputed(
+    tmp_path: Path, model: str, schema: str, column: str, offset: int
+) -> None:
     """A new customer_id for the same orders (identity relabels a customer when a smaller identifier arrives)
-    re-scores no date: the rows kept take the new id, and the table is what a full build makes."""
-    mark = "customers_scored = customers_scored + 1000"
-    change = (
-        "update core.orders set customer_id = 'c0' where customer_id = 'c6';"
-        "update core.customers set customer_id = 'c0' where customer_id = 'c6'"
-    )
-    warehouse, table = _rebuild_after_a_change(tmp_path, "int_customers_scored", mark, change)
-    assert query(warehouse, f"select count(*) from {table} where customers_scored < 1000") == [(0,)]
+    computes no row again (no scoring date, no rfm_history month): the rows kept take the new id, and the table
+    is what a full build makes."""
+    mark = f"{column} = {column} + {offset}"
+    warehouse, table = _rebuild_after_a_change(tmp_path, model, mark, RELABEL_C6, schema=schema)
+    assert query(warehouse, f"select count(*) from {table} where {column} < {offset}") == [(0,)]
     ids = query(warehouse, f"select customer_id, count(*) from {table} where customer_id in ('c0', 'c6') group by 1")
     assert ids == [("c0", 6)]
     with duckdb.connect(str(warehouse)) as con:
-        con.execute(f"update {table} set customers_scored = customers_scored - 1000")
+        con.execute(f"update {table} set {column} = {column} - {offset}")
     _assert_equals_the_full_build(warehouse, table)
 
 
@@ -460,22 +470,6 @@ def test_rfm_history_rebuilds_a_month_whose_previous_month_changed(tmp_path: Pat
     assert rebuilt == [(24,)]
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"update {table} set monetary = monetary - 100000 where monetary >= 100000")
-    _assert_equals_the_full_build(warehouse, table)
-
-
-def test_rfm_history_renames_a_relabelled_customer_without_rebuilding_a_month(tmp_path: Path) -> None:
-    """A customer that identity only relabels keeps every month's rows in rfm_history, under the new id."""
-    mark = "monetary = monetary + 100000"
-    change = (
-        "update core.orders set customer_id = 'c0' where customer_id = 'c6';"
-        "update core.customers set customer_id = 'c0' where customer_id = 'c6'"
-    )
-    warehouse, table = _rebuild_after_a_change(tmp_path, "rfm_history", mark, change, schema="marts")
-    assert query(warehouse, f"select count(*) from {table} where monetary < 100000") == [(0,)]
-    ids = query(warehouse, f"select customer_id, count(*) from {table} where customer_id in ('c0', 'c6') group by 1")
-    assert ids == [("c0", 6)]
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute(f"update {table} set monetary = monetary - 100000")
     _assert_equals_the_full_build(warehouse, table)
 
 
