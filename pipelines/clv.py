@@ -626,7 +626,7 @@ def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.nda
     orders 233,357 customers have 117,703 distinct (x, t_x, T)."""
     names = [f"c{i}" for i in range(len(columns))]
     # np.unique(axis=0) gives the same rows in the same (lexicographic) order, but sorts them as opaque records:
-    # 5.7 s for 2.35M customers where Polars groups and sorts in a fraction of that.
+    # 4.9 s for 2.35M customers where Polars groups and sorts them in 1.3 s.
     counted = (
         pl.DataFrame(dict(zip(names, columns, strict=True))).group_by(names).agg(pl.len().alias("rows")).sort(names)
     )

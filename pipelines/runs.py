@@ -686,7 +686,8 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
     orders_table, items_table = "core.orders", "core.order_items"
     if scope != "true" and buckets > 1:
         # A part of the customers, in several buckets: each bucket's read would scan all orders and lines again
-        # (10M orders, a daily run's 235k customers in 4 buckets: about 45 s), so the part is copied out once.
+        # (10M orders, a day's 100,000 customers or so in 2 buckets: 22.8 s of reads, 8.4 s with the copy),
+        # so the part is copied out once.
         orders_table, items_table = "_ledger_orders", "_ledger_items"
         con.execute(f"create or replace temp table _ledger_orders as select * from core.orders where {scope}")
         con.execute(

@@ -247,12 +247,17 @@ def reference_ledger(settings: Settings, rules) -> dict[str, list[tuple]]:
     return {table: sorted(getattr(result, name).rows(), key=repr) for table, name in LEDGER.items()}
 
 
+@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
 def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches_a_full_computation(
-    generated, tmp_path, monkeypatch
+    generated, tmp_path, monkeypatch, files
 ):
     """As-of dates moving day by day, across month starts (tier evaluations), expiries and exits from the
-    qualifying window, then new files: each time the incremental ledger equals the pure ledger over everything."""
+    qualifying window, then new files: each time the incremental ledger equals the pure ledger over everything.
+    Buckets are read by scans or from files (`warehouse.bucketed`), from the customers' orders copied out."""
+    from pipelines import warehouse
+
     monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", "300")  # several buckets
+    monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
     rules = default_rules()
     raw = tmp_path / "raw"
     cut = "2025-03-01"
