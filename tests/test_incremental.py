@@ -103,7 +103,14 @@ def renaming_record(settings: Settings, not_of: list[str]) -> str:
     return json.dumps(record)
 
 
-def test_a_run_on_new_files_merges_only_the_touched_orders_and_matches_a_full_rebuild(generated, tmp_path) -> None:
+@pytest.mark.parametrize("bucket_events", [None, "400"], ids=["one-bucket", "buckets"])
+def test_a_run_on_new_files_merges_only_the_touched_orders_and_matches_a_full_rebuild(
+    generated, tmp_path, monkeypatch, bucket_events
+) -> None:
+    """Also with the touched orders' events in several buckets: read once into a temporary table
+    (`warehouse.bucketed`), then bucket by bucket."""
+    if bucket_events:
+        monkeypatch.setenv("LOYALTY_MERGE_BUCKET_EVENTS", bucket_events)
     files = sorted(p for p in generated.rglob("*") if p.is_file())
     cut = "2025-04-01"
     history = tmp_path / "raw"
@@ -247,13 +254,14 @@ def reference_ledger(settings: Settings, rules) -> dict[str, list[tuple]]:
     return {table: sorted(getattr(result, name).rows(), key=repr) for table, name in LEDGER.items()}
 
 
-@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
+@pytest.mark.parametrize("files", [False, True], ids=["part", "files"])
 def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches_a_full_computation(
     generated, tmp_path, monkeypatch, files
 ):
     """As-of dates moving day by day, across month starts (tier evaluations), expiries and exits from the
     qualifying window, then new files: each time the incremental ledger equals the pure ledger over everything.
-    Buckets are read by scans or from files (`warehouse.bucketed`), from the customers' orders copied out."""
+    Buckets are read from the customers' orders and lines copied to temporary tables, or from files
+    (`warehouse.bucketed`)."""
     from pipelines import warehouse
 
     monkeypatch.setenv("LOYALTY_LEDGER_BUCKET_ORDERS", "300")  # several buckets

@@ -42,12 +42,14 @@ def test_insert_checked_catches_the_rows_duckdb_loses(tmp_path):
             pytest.skip(f"DuckDB {duckdb.__version__} keeps the rows: create_table may go back to plain SQL")
 
 
-@pytest.mark.parametrize("files", [False, True], ids=["scans", "files"])
+@pytest.mark.parametrize("read", ["scans", "part", "files"])
 @pytest.mark.parametrize("buckets", [1, 3, 20])
-def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, monkeypatch, buckets, files):
+def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, monkeypatch, buckets, read):
     """Bucket b is `where <bucket> = b`, whatever the buckets' number (20: three parts, empty buckets) and
-    whether the source is scanned per bucket or written to files once (then sorted, with the query's types
-    through the Parquet round trip, and the files gone afterwards)."""
+    whether the source is scanned per bucket, copied once to a temporary table (a query that picks a part of
+    its source), or written to files once (then sorted, with the query's types through the Parquet round
+    trip, and the files gone afterwards)."""
+    files = read == "files"
     monkeypatch.setattr(warehouse, "BUCKET_FILES_MIN_ROWS", 0 if files else 10**9)
     tmp_path = tmp_path / "it's here"  # the files go beside the warehouse: a quote in the path is quoted
     stale, other = tmp_path / ".w.duckdb.buckets-killed", tmp_path / ".other.duckdb.buckets-running"
@@ -67,12 +69,16 @@ def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, mon
         whole = con.sql(query).pl()
         bucket_of = f"k % {buckets}"
         # two reads side by side (as the ledger's orders and lines): neither removes the other's files
+        scanned = 2000 if read == "part" else None
+        temp_tables = "select count(*) from duckdb_tables() where temporary"
         with (
-            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"]) as read,
-            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"]) as read_again,
+            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"], scanned=scanned) as read_bucket,
+            warehouse.bucketed(con, query, bucket_of, buckets, whole.height, ["id"], scanned=scanned) as read_again,
         ):
-            parts = [read(b) for b in range(buckets)]
+            assert con.sql(temp_tables).fetchone()[0] == (2 if read == "part" and buckets > 1 else 0)
+            parts = [read_bucket(b) for b in range(buckets)]
             assert all(read_again(b).equals(part) for b, part in enumerate(parts))
+        assert con.sql(temp_tables).fetchone()[0] == 0
         left = sorted(p.name for p in tmp_path.iterdir() if ".buckets-" in p.name)
         # this warehouse's files are gone, with those a killed run left; another warehouse's stay
         assert left == ([other.name] if files and buckets > 1 else [other.name, stale.name])
