@@ -135,7 +135,7 @@
     - customers: each scored customer_id, with its customer's `customer_key` (one customer's).
 -#}
 {% macro rfm_history_record(name) -%}
-    {{- api.Relation.create(database=this.database, schema='intermediate', identifier='rfm_history__' ~ name) -}}
+    {{- return(api.Relation.create(database=this.database, schema='intermediate', identifier='rfm_history__' ~ name)) -}}
 {%- endmacro %}
 
 
@@ -149,10 +149,11 @@
     {%- if not (execute and is_incremental()) -%}
         {{ return(false) }}
     {%- endif -%}
+    {%- set months, customers = rfm_history_record('months'), rfm_history_record('customers') -%}
     {%- set found -%}
         select count(*) from information_schema.tables
-        where table_catalog = '{{ this.database }}' and table_schema = 'intermediate'
-            and table_name in ('rfm_history__months', 'rfm_history__customers')
+        where table_catalog = '{{ months.database }}' and table_schema = '{{ months.schema }}'
+            and table_name in ('{{ months.identifier }}', '{{ customers.identifier }}')
     {%- endset -%}
     {{ return(run_query(found).columns[0].values()[0] == 2) }}
 {%- endmacro %}
