@@ -451,3 +451,112 @@ def test_a_run_hashes_again_only_the_files_that_changed(generated, tmp_path, mon
     report = runs.ingest(settings, default_rules(), run_id="day-3")
     assert hashed == [changed.name]
     assert report.files_ingested == 1  # new content, so a new file
+
+
+# The incremental dbt models by changed customer, with a column each to mark the rows a build keeps (read by no
+# other model; null stays null, so a null is neither marked nor counted).
+BY_CHANGED_CUSTOMERS = {"marts.fct_orders": "source_status", "marts.points_reconciliation": "reported_tier_after"}
+BY_CHANGED_CUSTOMERS_INTERMEDIATE = ("int_orders_delivered", "int_points_pivoted_to_orders")
+
+
+def _mark_kept_rows(warehouse: Path) -> None:
+    with duckdb.connect(str(warehouse)) as con:
+        for table, column in BY_CHANGED_CUSTOMERS.items():
+            con.execute(f"update {table} set {column} = {column} || '#kept'")
+
+
+def _kept_and_rebuilt(warehouse: Path) -> dict[str, tuple[int, int]]:
+    return {
+        table: query(
+            warehouse,
+            f"select count(*) filter ({column} like '%#kept'), count(*) filter ({column} not like '%#kept') "
+            f"from {table}",
+        )[0]
+        for table, column in BY_CHANGED_CUSTOMERS.items()
+    }
+
+
+def test_order_models_rebuild_only_the_customers_logged_as_changed_and_match_a_full_build(
+    generated, tmp_path, monkeypatch
+):
+    """fct_orders, points_reconciliation, int_orders_delivered and int_points_pivoted_to_orders are built again
+    only for the customers whose orders or ledger a step logged as changed since the last build: after a month's
+    files and two records that relabel customers (canonical and ledger incremental) part of the rows is kept, the
+    rest rebuilt, and the whole warehouse is what one full run over the same files makes. A build with nothing
+    logged keeps every row; one whose as-of date is not the ledger's keeps none."""
+    from pipelines import bench
+
+    # a month of new orders in this small sample: more than the quarter of the customers that makes the ledger
+    # compute everyone
+    monkeypatch.setattr(runs, "INCREMENTAL_SHARE", 0.9)
+    rules = default_rules()
+    cut = "2025-06-01"
+    raw = tmp_path / "raw"
+    for path in sorted(p for p in generated.rglob("*") if p.is_file()):
+        if path.name[:10] < cut:
+            target = raw / path.relative_to(generated)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    daily, skip = tmp_path / "daily", frozenset({"exports"})
+    bench.run_pipeline(raw, daily, date(2025, 5, 31), rules, bench.StageClock(), skip, lambda _: None)
+    warehouse = daily / "loyalty.duckdb"
+    _mark_kept_rows(warehouse)
+
+    history = Settings.resolve(raw_dir=str(raw), warehouse=str(warehouse), as_of="2025-05-31")
+    link = linking_record(history)  # joins two customers: orders relabelled from one of them
+    rename = renaming_record(history, not_of=[json.loads(link)["email"]])  # a customer's id changes
+    for path in sorted(p for p in generated.rglob("*") if p.is_file()):
+        target = raw / path.relative_to(generated)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    (raw / "esputnik" / "2025-06-20-link.ndjson").write_text(link + "\n" + rename + "\n")
+    outcome = bench.run_pipeline(raw, daily, date(2025, 6, 30), rules, bench.StageClock(), skip, lambda _: None)
+    assert outcome.canonical_mode == "incremental" and outcome.ledger_mode == "incremental"
+    for table, (kept, rebuilt) in _kept_and_rebuilt(warehouse).items():
+        assert kept > 100 and rebuilt > 100, table
+    for model in BY_CHANGED_CUSTOMERS_INTERMEDIATE:  # the same macros: the compiled build reads the changed only
+        compiled = (daily / "dbt-target" / "compiled" / "loyalty" / "models" / "intermediate" / "incremental").joinpath(
+            f"{model}.sql"
+        )
+        assert f"{model}__changes_customers" in compiled.read_text(), model
+    # the log's customers every model has seen are gone
+    assert query(warehouse, "select count(*) from core.changed_customers") == [(0,)]
+    assert query(warehouse, "select count(*), count(*) filter (everything) from core.change_steps") == [(4, 2)]
+
+    # nothing logged since: every row is kept
+    settings = Settings.resolve(raw_dir=str(raw), warehouse=str(warehouse), as_of="2025-06-30")
+    counts = _kept_and_rebuilt(warehouse)
+    _mark_kept_rows(warehouse)
+    bench.run_dbt(settings, rules, daily)
+    assert _kept_and_rebuilt(warehouse) == {table: (kept + rebuilt, 0) for table, (kept, rebuilt) in counts.items()}
+    with duckdb.connect(str(warehouse)) as con:
+        for table, column in BY_CHANGED_CUSTOMERS.items():
+            con.execute(f"update {table} set {column} = replace({column}, '#kept', '')")
+
+    full = tmp_path / "full"
+    bench.run_pipeline(raw, full, date(2025, 6, 30), rules, bench.StageClock(), skip, lambda _: None)
+    tables, rows, mismatches = bench.compare_warehouses(warehouse, full / "loyalty.duckdb")
+    assert mismatches == [] and tables > 25 and rows > 10_000
+
+    # a warehouse of the version before: int_points_pivoted_to_orders without customer_id, no records
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("alter table intermediate.int_points_pivoted_to_orders drop column customer_id")
+        for table in con.sql(
+            "select table_name from duckdb_tables() where table_name like '%__changes_built'"
+        ).fetchall():
+            con.execute(f"drop table intermediate.{table[0]}")
+    bench.run_dbt(settings, rules, daily)
+    pivoted = "select {} from {}.intermediate.int_points_pivoted_to_orders"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        con.execute(f"attach '{full / 'loyalty.duckdb'}' as full_build (read_only)")
+        columns = ", ".join(c[0] for c in con.sql(pivoted.format("*", "full_build") + " limit 0").description)
+        for a, b in (("loyalty", "full_build"), ("full_build", "loyalty")):
+            differ = f"{pivoted.format(columns, a)} except all {pivoted.format(columns, b)}"
+            assert con.sql(f"select count(*) from ({differ})").fetchone() == (0,)
+
+    # dbt alone at a later as-of date than the ledger's: nothing the ledger logged covers it, every row is built
+    _mark_kept_rows(warehouse)
+    later = Settings.resolve(raw_dir=str(raw), warehouse=str(warehouse), as_of="2025-07-01")
+    bench.run_dbt(later, rules, daily)
+    assert all(kept == 0 for kept, _ in _kept_and_rebuilt(warehouse).values())
