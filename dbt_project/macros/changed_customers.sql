@@ -35,12 +35,19 @@
 {%- endmacro %}
 
 
-{#- The checksums of the calling model's file and of every model and seed above it, with `also`. -#}
-{% macro changes_code_fingerprint(also='') -%}
+{#-
+    The checksums of the calling model's file and of every model and seed above it, with the rules vars (a new
+    rule builds them whole; it makes the ledger compute every customer anyway).
+-#}
+{% macro changes_code_fingerprint() -%}
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}
-    {{- local_md5(ancestry_checksums(model.unique_id) ~ also) -}}
+    {%- set rules = {} -%}
+    {%- for name in ['rfm_window_days', 'rfm_frequency_bins', 'redeem_points_per_unit', 'reporting_currency', 'tiers'] -%}
+        {%- do rules.update({name: var(name)}) -%}
+    {%- endfor -%}
+    {{- local_md5(ancestry_checksums(model.unique_id) ~ tojson(rules, sort_keys=true)) -}}
 {%- endmacro %}
 
 
@@ -73,7 +80,7 @@
 
 
 {#- True on an incremental build that may keep the rows of the customers not logged since the last one. -#}
-{% macro changes_kept(also='') -%}
+{% macro changes_kept() -%}
     {%- if not (execute and is_incremental()) -%}
         {{ return(false) }}
     {%- endif -%}
@@ -85,7 +92,7 @@
         select count(*) from {{ record }} as built
         where built.change_id > 0
             and built.change_id <= (select coalesce(max(change_id), 0) from {{ change_log('change_steps') }})
-            and built.fingerprint = '{{ changes_code_fingerprint(also) }}'
+            and built.fingerprint = '{{ changes_code_fingerprint() }}'
             and built.as_of = built.ledger_as_of
             and built.as_of <= {{ as_of_date() }}
             and (select max(as_of) from {{ change_log('ledger_runs') }}) = {{ as_of_date() }}
@@ -102,7 +109,7 @@
     Pre-hook: the last step logged, then, on an incremental build, delete the rows of the customers logged since
     the last build (every row when it cannot keep any).
 -#}
-{% macro prepare_changed_customers(also='') -%}
+{% macro prepare_changed_customers() -%}
     {%- set found = changes_tables_found() if execute else [] -%}
     create or replace temp table {{ changes_temp('now') }} as
     {% if 'core.change_steps' in found -%}
@@ -110,7 +117,7 @@
     {%- else -%}
         select cast(0 as bigint) as change_id;
     {%- endif %}
-    {% if changes_kept(also) -%}
+    {% if changes_kept() -%}
         create or replace temp table {{ changes_temp('customers') }} as
             select distinct customer_id from {{ change_log('changed_customers') }}
             where change_id > (select change_id from {{ changes_record() }});
@@ -143,15 +150,15 @@
 
 
 {#- The read side: a `where` clause keeping the changed customers' rows on an incremental build. -#}
-{% macro where_customer_changed(column='customer_id', also='') -%}
-    {%- if changes_kept(also) -%}
+{% macro where_customer_changed(column='customer_id') -%}
+    {%- if changes_kept() -%}
         where {{ customer_changed(column) }}
     {%- endif -%}
 {%- endmacro %}
 
 
 {#- Post-hook, in the build's transaction: record what the table now holds. -#}
-{% macro record_changes_built(also='') -%}
+{% macro record_changes_built() -%}
     {%- set found = changes_tables_found() if execute else [] -%}
     create schema if not exists {{ changes_record().schema }};
     create or replace table {{ changes_record() }} as
@@ -163,7 +170,7 @@
         {%- else -%}
             cast(null as date)
         {%- endif %} as ledger_as_of,
-        '{{ changes_code_fingerprint(also) }}' as fingerprint
+        '{{ changes_code_fingerprint() }}' as fingerprint
     from {{ changes_temp('now') }} as now
 {%- endmacro %}
 

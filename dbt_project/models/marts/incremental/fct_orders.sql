@@ -9,8 +9,8 @@
 {{ config(
     incremental_strategy='append',
     tags=['by_changed_customers'],
-    pre_hook=["{{ prepare_changed_customers(reporting_currency()) }}"],
-    post_hook=["{{ record_changes_built(reporting_currency()) }}"],
+    pre_hook=["{{ prepare_changed_customers() }}"],
+    post_hook=["{{ record_changes_built() }}"],
 ) }}
 
 
@@ -20,7 +20,7 @@ orders as (
 
     select * from {{ ref('stg_core__orders') }}
 
-    {{ where_customer_changed('customer_id', reporting_currency()) }}
+    {{ where_customer_changed('customer_id') }}
 
 ),
 
@@ -28,7 +28,7 @@ delivered_orders as (
 
     select * from {{ ref('int_orders_delivered') }}
 
-    {{ where_customer_changed('customer_id', reporting_currency()) }}
+    {{ where_customer_changed('customer_id') }}
 
 ),
 
