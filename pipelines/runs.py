@@ -633,7 +633,8 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
             if incremental:
                 scope = "customer_id in (select customer_id from _ledger_computed)"
                 orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
-                warehouse.log_changed_customers(con, "ledger", "select customer_id from _ledger_computed")
+                if computed:  # a run that changes nothing logs nothing
+                    warehouse.log_changed_customers(con, "ledger", "select customer_id from _ledger_computed")
                 _stage_ledger(con, rules, settings.as_of, scope, orders)
                 for table in LEDGER_TABLES:
                     con.execute(f"delete from core.{table} where {scope}")
@@ -746,7 +747,8 @@ def _customers_to_compute(con, rules: Rules, before: date, now: date) -> int:
     and lines), who are new or gone; with an order dated in the window (from `pending_days` before it); with
     a ledger entry that expires or leaves the qualifying window in it; and, when a month start falls in it,
     those whose held tier is not the tier their qualifying points give. Bounds are widened by a day (computing
-    a customer too many changes nothing).
+    a customer too many changes nothing). At the same as-of date no instant passes: only changed orders count
+    (a second run on the same inputs computes nobody).
     """
     from pipelines.ledger import QUALIFYING_WINDOW, as_of_end
 
@@ -771,11 +773,13 @@ def _customers_to_compute(con, rules: Rules, before: date, now: date) -> int:
             f"select customer_id from core.customer_points where "
             f"list_position({names}, tier) is distinct from ({reached}) + 1"
         )
+    if before == now:
+        queries = queries[:1]
     con.execute(
         "create or replace temp table _ledger_computed as select distinct customer_id from ("
         + " union all ".join(queries)
         + ") where customer_id is not null",
-        {"lo": lo, "hi": hi, "orders_lo": orders_lo},
+        {"lo": lo, "hi": hi, "orders_lo": orders_lo} if before != now else {},
     )
     return con.sql("select count(*) from _ledger_computed").fetchone()[0]
 
