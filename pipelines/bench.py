@@ -467,11 +467,9 @@ def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, s
 # ---------------------------------------------------------------------------------------------- daily run
 
 DAILY_SHARE = 0.01  # the daily run adds the latest files holding about this share of the raw bytes
-# say when, not what (a change_id numbers the steps of the change log)
-RUN_COLUMNS = ("run_id", "ingested_at", "first_ingested_at", "last_ingested_at", "change_id")
-# canonical_runs lists run ids; raw_file_hashes holds the files' times (a hard link changes a file's ctime);
-# change_steps one row per step that ran
-UNCOMPARED_TABLES = {("core", "canonical_runs"), ("core", "raw_file_hashes"), ("core", "change_steps")}
+RUN_COLUMNS = ("run_id", "ingested_at", "first_ingested_at", "last_ingested_at")  # say when, not what
+# canonical_runs lists run ids; raw_file_hashes holds the files' times (a hard link changes a file's ctime)
+UNCOMPARED_TABLES = {("core", "canonical_runs"), ("core", "raw_file_hashes")}
 
 
 @dataclass

@@ -485,19 +485,7 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
                     "create or replace table core.order_items as "
                     "select * from core._staged_order_items order by order_id, line_number"
                 )
-                warehouse.log_changed_customers(con, "canonical", None)
             else:
-                # the customers of the orders merged, before and after, and of the orders relabelled, old and new
-                con.execute(
-                    "create or replace temp table _merge_changed as "
-                    "select customer_id from core.orders semi join _merge_touched using (order_id) "
-                    "union select customer_id from core._staged_orders "
-                    "union select o.customer_id from core.orders o join order_customer c using (order_id) "
-                    "where o.customer_id is distinct from c.customer_id "
-                    "union select c.customer_id from core.orders o join order_customer c using (order_id) "
-                    "where o.customer_id is distinct from c.customer_id"
-                )
-                warehouse.log_changed_customers(con, "canonical", "select customer_id from _merge_changed")
                 for table in ("orders", "order_items"):
                     con.execute(f"delete from core.{table} where order_id in (select order_id from _merge_touched)")
                     con.execute(f"insert into core.{table} by name select * from core._staged_{table}")
@@ -633,15 +621,12 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
             if incremental:
                 scope = "customer_id in (select customer_id from _ledger_computed)"
                 orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
-                if computed:  # a run that changes nothing logs nothing
-                    warehouse.log_changed_customers(con, "ledger", "select customer_id from _ledger_computed")
                 _stage_ledger(con, rules, settings.as_of, scope, orders)
                 for table in LEDGER_TABLES:
                     con.execute(f"delete from core.{table} where {scope}")
                     con.execute(f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}")
             else:
                 orders = con.sql("select count(*) from core.orders").fetchone()[0]
-                warehouse.log_changed_customers(con, "ledger", None)
                 _stage_ledger(con, rules, settings.as_of, "true", orders)
                 for table, (_, key) in LEDGER_TABLES.items():
                     con.execute(

@@ -186,21 +186,6 @@ INGEST_FILE_COLUMNS: dict[str, pl.DataType] = {
     "last_ingested_at": TS,
 }
 
-# The change log (core.change_steps, core.changed_customers): each step that writes the canonical orders or the
-# ledger records whose rows it changed, so that dbt's incremental order models rebuild only those customers'
-# rows (pipelines.warehouse.log_changed_customers, dbt_project/macros/changed_customers.sql).
-CHANGE_STEP_COLUMNS: dict[str, pl.DataType] = {
-    "change_id": pl.Int64,
-    "step": pl.String,  # 'canonical' or 'ledger'
-    "everything": pl.Boolean,  # every customer's rows may have changed (a full computation)
-    "logged_at": TS,
-}
-
-CHANGED_CUSTOMER_COLUMNS: dict[str, pl.DataType] = {
-    "change_id": pl.Int64,
-    "customer_id": pl.String,  # null: the orders without a customer
-}
-
 
 def empty_frame(columns: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=columns)

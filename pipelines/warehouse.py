@@ -18,8 +18,6 @@ import duckdb
 import polars as pl
 
 from pipelines.schemas import (
-    CHANGE_STEP_COLUMNS,
-    CHANGED_CUSTOMER_COLUMNS,
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
     INGEST_FILE_COLUMNS,
@@ -37,8 +35,6 @@ CORE_TABLES: dict[str, dict[str, pl.DataType]] = {
     "orders": ORDER_COLUMNS,
     "order_items": ORDER_ITEM_COLUMNS,
     "customers": CUSTOMER_COLUMNS,
-    "change_steps": CHANGE_STEP_COLUMNS,
-    "changed_customers": CHANGED_CUSTOMER_COLUMNS,
 }
 
 
@@ -71,28 +67,6 @@ def ensure_core(con: duckdb.DuckDBPyConnection) -> None:
     for table, columns in CORE_TABLES.items():
         if table not in existing:
             create_table(con, f"core.{table}", empty_frame(columns))
-
-
-def log_changed_customers(con: duckdb.DuckDBPyConnection, step: str, customers: str | None) -> None:
-    """Record, in the caller's transaction, that `step` changed what some customers' rows are computed from:
-    the customers the SQL query `customers` selects (one column, customer_id; null for the orders without a
-    customer), or every customer when it is None (then the earlier entries say nothing more and go).
-
-    dbt's incremental order models rebuild the rows of the customers logged since their last build
-    (dbt_project/macros/changed_customers.sql), so every write of core.orders or of the ledger logs here.
-    """
-    ensure_core(con)
-    change_id = con.sql("select coalesce(max(change_id), 0) + 1 from core.change_steps").fetchone()[0]
-    con.execute(
-        "insert into core.change_steps values (?, ?, ?, now()::timestamp)", [change_id, step, customers is None]
-    )
-    if customers is None:
-        con.execute("delete from core.changed_customers")
-    else:
-        con.execute(
-            f"insert into core.changed_customers select distinct ?::bigint, customer_id from ({customers})",
-            [change_id],
-        )
 
 
 def read_table(con: duckdb.DuckDBPyConnection, table: str, where: str = "") -> pl.DataFrame:

@@ -1,18 +1,7 @@
 {#-
     Sales person, tracking number and the raw loyalty id are left out: a sales person is a person's name,
     and the others identify a parcel or an account, not an analysis dimension.
-
-    Incremental by customer: a build computes again only the rows of the customers whose orders or ledger
-    changed since the last one (macros/changed_customers.sql); the table is what a full build makes.
 -#}
-
-{{ config(
-    incremental_strategy='append',
-    tags=['by_changed_customers'],
-    pre_hook=["{{ prepare_changed_customers() }}"],
-    post_hook=["{{ record_changes_built() }}"],
-) }}
-
 
 with
 
@@ -20,15 +9,11 @@ orders as (
 
     select * from {{ ref('stg_core__orders') }}
 
-    {{ where_customer_changed('customer_id') }}
-
 ),
 
 delivered_orders as (
 
     select * from {{ ref('int_orders_delivered') }}
-
-    {{ where_customer_changed('customer_id') }}
 
 ),
 

@@ -6,27 +6,13 @@
     their orders). customer_id is a hash of the customer's smallest identifier (SPEC §3), so a new e-mail can
     relabel a customer whose orders stay the same; their key stays. The incremental RFM scoring fingerprints
     its windows by key, so such a relabel re-scores nothing (`int_customers_scored` only renames the rows).
-
-    Incremental by customer: a build computes again only the rows of the customers whose orders or ledger
-    changed since the last one (macros/changed_customers.sql); the table is what a full build makes.
 -#}
-
-{{ config(
-    incremental_strategy='append',
-    on_schema_change='sync_all_columns',
-    tags=['by_changed_customers'],
-    pre_hook=["{{ prepare_changed_customers() }}"],
-    post_hook=["{{ record_changes_built() }}"],
-) }}
-
 
 with
 
 orders as (
 
     select * from {{ ref('stg_core__orders') }}
-
-    {{ where_customer_changed('customer_id') }}
 
 ),
 

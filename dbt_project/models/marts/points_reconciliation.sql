@@ -1,22 +1,8 @@
-{#-
-    Incremental by customer: a build computes again only the rows of the customers whose orders or ledger
-    changed since the last one (macros/changed_customers.sql); the table is what a full build makes.
--#}
-
-{{ config(
-    incremental_strategy='append',
-    tags=['by_changed_customers'],
-    pre_hook=["{{ prepare_changed_customers() }}"],
-    post_hook=["{{ record_changes_built() }}"],
-) }}
-
 with
 
 reconciliation as (
 
     select * from {{ ref('stg_core__points_reconciliation') }}
-
-    {{ where_customer_changed('customer_id') }}
 
 ),
 
