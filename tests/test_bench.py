@@ -2,11 +2,12 @@
 `--daily`, a daily run on the history is timed and compared with the full run table by table."""
 
 import json
+import time
 
 import duckdb
 import pytest
 
-from pipelines.bench import STAGES, compare_warehouses, split_days
+from pipelines.bench import STAGES, StageClock, compare_warehouses, split_days
 from pipelines.cli import main
 
 
@@ -94,3 +95,20 @@ def test_split_days_needs_two_days(tmp_path, share):
     (tmp_path / "brevo" / "2026-01-01-a.ndjson").write_text("{}\n")
     with pytest.raises(ValueError, match="fewer than two days"):
         split_days(tmp_path, share=share)
+
+
+def test_stage_clock_counts_nested_stages_once():
+    """A step timed as a whole while it times its parts: each part counts for itself, the rest of the step
+    (its commit, closing the warehouse) for the outer stage, and a part with the outer stage's name once."""
+    clock = StageClock()
+    with clock("identity"):
+        time.sleep(0.05)  # the step's own work: identity's
+        with clock("merge"):
+            time.sleep(0.2)
+        with clock("identity"):
+            time.sleep(0.1)
+        time.sleep(0.05)  # commit and close
+    merge, identity = clock.stages["merge"].wall_s, clock.stages["identity"].wall_s
+    assert 0.2 <= merge < 0.3
+    assert 0.2 <= identity < 0.3  # 0.05 + 0.1 + 0.05, the merge left out
+    assert sum(f.wall_s for f in clock.in_order()) < 0.55  # the whole block, counted once
