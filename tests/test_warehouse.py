@@ -88,3 +88,42 @@ def test_bucketed_reads_give_each_bucket_its_rows_with_their_types(tmp_path, mon
         if files and buckets > 1:
             assert part["id"].is_sorted()
     assert sum(p.height for p in parts) == whole.height
+
+
+def test_deleted_rows_wait_for_a_quarter_of_a_table_before_checkpoints_compact_it(tmp_path):
+    """A writing connection keeps DuckDB's checkpoints from rewriting row groups that lost a few rows: they stay
+    stored, deleted, until a table holds a quarter of such rows; then the next writing connection lets DuckDB
+    compact what it writes (its default)."""
+    path = tmp_path / "w.duckdb"
+    rows = 8 * warehouse.ROW_GROUP_ROWS
+
+    def stored_and_live() -> tuple[int, int]:
+        with duckdb.connect(str(path), read_only=True) as con:
+            stored = con.execute("select estimated_size from duckdb_tables() where table_name = 't'").fetchone()[0]
+            return stored, con.execute("select count(*) from t").fetchone()[0]
+
+    def vacuum_setting(con) -> int:
+        return con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0]
+
+    with warehouse.connect(path) as con:
+        con.execute(f"create table t as select range as id, md5(range::varchar) as v from range({rows})")
+    with warehouse.connect(path) as con:  # a tenth of the rows deleted and written again
+        assert vacuum_setting(con) == 0
+        con.execute("create temp table again as select * from t where id % 10 = 0")
+        con.execute("delete from t where id % 10 = 0")
+        con.execute("insert into t select * from again")
+    assert stored_and_live() == (rows + rows // 10, rows)  # DuckDB's default would have rewritten row groups
+    with warehouse.connect(path) as con:
+        assert vacuum_setting(con) == 0 and warehouse.tables_to_compact(con) == []
+        con.execute("delete from t where id % 10 in (1, 2, 3)")
+    stored, live = stored_and_live()
+    assert (stored, live) == (rows + rows // 10, rows - 3 * rows // 10)  # 36 % deleted, still stored
+    with warehouse.connect(path) as con:
+        assert warehouse.tables_to_compact(con) == ["main.t"]
+        assert vacuum_setting(con) == warehouse.DUCKDB_VACUUM_TASKS
+        con.execute("insert into t values (-1, 'new')")
+    stored, live = stored_and_live()
+    assert live == rows - 3 * rows // 10 + 1
+    assert stored < live * 1.1  # compacted
+    with warehouse.connect(path) as con:
+        assert vacuum_setting(con) == 0

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from pipelines import warehouse as wh
 from pipelines.defs.resources import LoyaltySettings
 from pipelines.rules import Rules
 from pipelines.settings import DBT_PROJECT_DIR
@@ -67,7 +68,19 @@ def dbt_env(warehouse: Path, as_of: date) -> dict[str, str]:
     (macro `as_of_date`). The date is not a var: dbt parses the whole project again when a var changes (about
     3 s), and only the files that read an environment variable when that changes, so a daily run keeps the
     parse of the day before."""
-    return {"LOYALTY_WAREHOUSE": str(warehouse), "LOYALTY_AS_OF": as_of.isoformat()}
+    return {
+        "LOYALTY_WAREHOUSE": str(warehouse),
+        "LOYALTY_AS_OF": as_of.isoformat(),
+        "LOYALTY_DUCKDB_VACUUM_TASKS": str(_vacuum_tasks(warehouse)),
+    }
+
+
+def _vacuum_tasks(path: Path) -> int:
+    """dbt's `max_vacuum_tasks`, as the pipeline's own connections choose it (`warehouse.vacuum_tasks`)."""
+    if not Path(path).exists():
+        return wh.DUCKDB_VACUUM_TASKS
+    with wh.connect(path, read_only=True) as con:
+        return wh.vacuum_tasks(con)
 
 
 @dbt_assets(
