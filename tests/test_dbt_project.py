@@ -397,3 +397,49 @@ def test_staging_exposes_no_pii(built_warehouse: tuple[Path, list[dict]]) -> Non
         ).fetchall()
     assert [(table, column) for table, column in columns if column in PII_COLUMNS] == []
     assert customers == [("c-ana", True, False), ("c-bia", False, True)]
+
+
+def test_uniqueness_tests_report_each_duplicated_key(built_warehouse: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """`unique` (our DuckDB version, macros/test_unique.sql) and `unique_combination_of_columns` find their
+    duplicates in two passes (hashes, then values): a repeated key fails its test with that key and its count,
+    and a null repeated is no duplicate for `unique`."""
+    warehouse = tmp_path / "loyalty.duckdb"
+    warehouse.write_bytes(built_warehouse[0].read_bytes())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "insert into core.order_events select * from core.order_events where order_id = 'brevo:1001' limit 1"
+        )
+        con.execute("insert into core.order_items select * from core.order_items limit 1")
+        con.execute("update core.points_ledger set entry_id = null")  # every entry id null: no duplicate
+    selected = [
+        "unique_stg_core__order_events_event_id",
+        "unique_combination_of_columns_stg_core__order_items_order_id__line_number",
+        "unique_stg_core__points_ledger_entry_id",
+    ]
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "dbt.cli.main", "test", "--store-failures",
+            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--no-partial-parse",
+            "--vars", json.dumps({"as_of": "2024-03-31"}), "--select", *selected,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 1, completed.stdout[-4000:]
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    outcome = {r["unique_id"].split(".")[2]: (r["status"], r["failures"]) for r in results}
+    assert outcome == {selected[0]: ("fail", 1), selected[1]: ("fail", 1), selected[2]: ("pass", 0)}
+    compiled = next((tmp_path / "target" / "compiled").rglob(f"{selected[0]}.sql")).read_text()
+    assert "repeated_hashes" in compiled, "dbt ran this project's unique test, not its own"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        event = con.execute("select event_id from core.order_events where order_id = 'brevo:1001' limit 1").fetchone()
+        item = con.execute("select order_id, line_number from core.order_items limit 1").fetchone()
+        stored = con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema like '%test__audit'"
+        ).fetchall()
+        rows = sorted(con.execute(f'select * from "{schema}"."{name}"').fetchall() for schema, name in stored)
+    assert rows == sorted([[(event[0], 2)], [(*item, 2)], []])

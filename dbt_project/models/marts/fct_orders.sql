@@ -25,11 +25,13 @@ order_points as (
 
 first_purchases as (
 
-    select
-        order_id,
-        row_number() over (partition by customer_id order by placed_at, order_id) as purchase_number
+    {#- each customer's first delivered order (earliest placed, then smallest id): an aggregate, not a
+        row_number over every delivered order, which sorted all of them #}
+    select arg_min(order_id, (placed_at, order_id)) as order_id
 
     from delivered_orders
+
+    group by customer_id
 
 ),
 
@@ -48,7 +50,7 @@ final as (
         orders.source_status,
         orders.status = 'delivered' as is_delivered,
         orders.status = 'cancelled' and orders.delivered_at is not null as is_return,
-        coalesce(first_purchases.purchase_number = 1, false) as is_first_purchase,
+        first_purchases.order_id is not null as is_first_purchase,
 
         ---------- dates and timestamps
         cast(orders.placed_at as date) as order_date,

@@ -8,6 +8,19 @@
 
 with
 
+{#- two passes, as `unique` (macros/test_unique.sql): the key hashes that repeat, then those keys exactly #}
+repeated_hashes as (
+
+    select hash({{ key_columns }}) as key_hash
+
+    from {{ model }}
+
+    group by 1
+
+    having count(*) > 1
+
+),
+
 duplicated_keys as (
 
     select
@@ -15,6 +28,8 @@ duplicated_keys as (
         count(*) as n_rows
 
     from {{ model }}
+
+    where hash({{ key_columns }}) in (select key_hash from repeated_hashes)
 
     group by {{ key_columns }}
 
