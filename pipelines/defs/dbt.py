@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines import warehouse as wh
@@ -67,7 +68,8 @@ def dbt_env(warehouse: Path, as_of: date) -> dict[str, str]:
     """The environment a dbt command of a run needs: the warehouse (profiles.yml) and the as-of date
     (macro `as_of_date`). The date is not a var: dbt parses the whole project again when a var changes (about
     3 s), and only the files that read an environment variable when that changes, so a daily run keeps the
-    parse of the day before."""
+    parse of the day before. DuckDB's vacuum setting follows the warehouse's deleted rows (`_vacuum_tasks`); a
+    change of it changes the profile, and dbt then parses again, on the few days it changes."""
     return {
         "LOYALTY_WAREHOUSE": str(warehouse),
         "LOYALTY_AS_OF": as_of.isoformat(),
@@ -79,8 +81,11 @@ def _vacuum_tasks(path: Path) -> int:
     """dbt's `max_vacuum_tasks`, as the pipeline's own connections choose it (`warehouse.vacuum_tasks`)."""
     if not Path(path).exists():
         return wh.DUCKDB_VACUUM_TASKS
-    with wh.connect(path, read_only=True) as con:
-        return wh.vacuum_tasks(con)
+    try:
+        with wh.connect(path, read_only=True) as con:
+            return wh.vacuum_tasks(con)
+    except duckdb.Error:  # cannot be read now (another process writes it): DuckDB's default, as before
+        return wh.DUCKDB_VACUUM_TASKS
 
 
 @dbt_assets(
