@@ -127,3 +127,41 @@ def test_deleted_rows_wait_for_a_quarter_of_a_table_before_checkpoints_compact_i
     assert stored < live * 1.1  # compacted
     with warehouse.connect(path) as con:
         assert vacuum_setting(con) == 0
+
+
+def test_dbt_gets_the_vacuum_setting_of_the_warehouse_and_the_default_when_it_cannot_read_it(tmp_path):
+    import subprocess
+    import sys
+    from datetime import date
+
+    from pipelines.defs.dbt import dbt_env
+
+    path = tmp_path / "w.duckdb"
+    default = str(warehouse.DUCKDB_VACUUM_TASKS)
+
+    def setting() -> str:
+        return dbt_env(path, date(2024, 1, 31))["LOYALTY_DUCKDB_VACUUM_TASKS"]
+
+    assert setting() == default  # no warehouse yet
+    with warehouse.connect(path) as con:
+        con.execute(f"create table t as select range as id from range({4 * warehouse.ROW_GROUP_ROWS})")
+    assert setting() == "0"
+    holder = subprocess.Popen(  # another process writes the warehouse: it cannot be read now
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert setting() == default
+    finally:
+        holder.kill()
+        holder.wait()
+    assert setting() == "0"
+    with warehouse.connect(path) as con:
+        con.execute("delete from t where id % 2 = 0")
+    assert setting() == default  # half the rows deleted, still stored: the next checkpoints compact
