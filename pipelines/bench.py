@@ -306,7 +306,7 @@ def _git_sha() -> str:
 
 def run_dbt(settings, rules, work: Path) -> None:
     """`dbt build` as the dbt asset runs it (same vars, no unit tests), in its own process."""
-    from pipelines.defs.dbt import dbt_env, dbt_vars  # noqa: PLC0415 (imports dagster: only here)
+    from pipelines.dbt_run import dbt_env, dbt_vars
 
     dbt = Path(sys.executable).parent / "dbt"
     variables = dbt_vars(rules)

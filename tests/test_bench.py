@@ -112,3 +112,30 @@ def test_stage_clock_counts_nested_stages_once():
     assert 0.2 <= merge < 0.3
     assert 0.2 <= identity < 0.3  # 0.05 + 0.1 + 0.05, the merge left out
     assert sum(f.wall_s for f in clock.in_order()) < 0.55  # the whole block, counted once
+
+
+def test_the_bench_dbt_step_needs_no_dagster(tmp_path):
+    """The bench runs dbt itself (`bench.run_dbt`): what it needs of a run's dbt command comes from a plain
+    module, so a checkout whose dbt manifest was never parsed (Dagster's dbt assets need one) can still be
+    benchmarked. Here dbt itself is not started: the command `run_dbt` would run is recorded instead."""
+    import subprocess
+    import sys
+
+    code = f"""
+import subprocess, sys
+from pipelines import bench
+from pipelines.rules import load_rules
+from pipelines.settings import Settings
+commands = []
+def record(command, **kwargs):
+    commands.append((command, kwargs["env"]))
+    return subprocess.CompletedProcess(command, 0)
+subprocess.run = record
+settings = Settings.resolve(raw_dir={str(tmp_path)!r}, warehouse={str(tmp_path / "w.duckdb")!r}, as_of="2024-01-31")
+bench.run_dbt(settings, load_rules(None), __import__("pathlib").Path({str(tmp_path)!r}))
+(command, env), = commands
+print(command[1], env["LOYALTY_AS_OF"], env["LOYALTY_DUCKDB_VACUUM_TASKS"], [m for m in sys.modules if "dagster" in m])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["build", "2024-01-31", "100", "[]"]

@@ -134,7 +134,7 @@ def test_dbt_gets_the_vacuum_setting_of_the_warehouse_and_the_default_when_it_ca
     import sys
     from datetime import date
 
-    from pipelines.defs.dbt import dbt_env
+    from pipelines.dbt_run import dbt_env
 
     path = tmp_path / "w.duckdb"
     default = str(warehouse.DUCKDB_VACUUM_TASKS)

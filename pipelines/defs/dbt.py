@@ -4,17 +4,15 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from pipelines import warehouse as wh
+from pipelines.dbt_run import dbt_env, dbt_vars
 from pipelines.defs.resources import LoyaltySettings
-from pipelines.rules import Rules
 from pipelines.settings import DBT_PROJECT_DIR
 
 # dbt lives beside the interpreter in the virtual environment, which need not be on PATH (`.venv/bin/dagster dev`
@@ -51,41 +49,6 @@ class LoyaltyDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return dbt_resource_props["schema"] if dbt_resource_props["resource_type"] != "source" else None
-
-
-def dbt_vars(rules: Rules) -> dict[str, Any]:
-    """The rules values the marts need, as dbt vars (the as-of date is in `dbt_env`)."""
-    return {
-        "rfm_window_days": rules.rfm.window_days,
-        "rfm_frequency_bins": list(rules.rfm.frequency_bins),
-        "redeem_points_per_unit": float(rules.redeem.points_per_unit),
-        "reporting_currency": rules.reporting_currency,
-        "tiers": [tier.name for tier in rules.tiers],
-    }
-
-
-def dbt_env(warehouse: Path, as_of: date) -> dict[str, str]:
-    """The environment a dbt command of a run needs: the warehouse (profiles.yml) and the as-of date
-    (macro `as_of_date`). The date is not a var: dbt parses the whole project again when a var changes (about
-    3 s), and only the files that read an environment variable when that changes, so a daily run keeps the
-    parse of the day before. DuckDB's vacuum setting follows the warehouse's deleted rows (`_vacuum_tasks`); a
-    change of it changes the profile, and dbt then parses again, on the few days it changes."""
-    return {
-        "LOYALTY_WAREHOUSE": str(warehouse),
-        "LOYALTY_AS_OF": as_of.isoformat(),
-        "LOYALTY_DUCKDB_VACUUM_TASKS": str(_vacuum_tasks(warehouse)),
-    }
-
-
-def _vacuum_tasks(path: Path) -> int:
-    """dbt's `max_vacuum_tasks`, as the pipeline's own connections choose it (`warehouse.vacuum_tasks`)."""
-    if not Path(path).exists():
-        return wh.DUCKDB_VACUUM_TASKS
-    try:
-        with wh.connect(path, read_only=True) as con:
-            return wh.vacuum_tasks(con)
-    except duckdb.Error:  # cannot be read now (another process writes it): DuckDB's default, as before
-        return wh.DUCKDB_VACUUM_TASKS
 
 
 @dbt_assets(

@@ -8,7 +8,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from pipelines import publish
-from pipelines.defs.dbt import DBT_TARGET_PATH, dbt_env, dbt_vars, loyalty_dbt_models
+from pipelines.dbt_run import dbt_env, dbt_vars
+from pipelines.defs.dbt import DBT_TARGET_PATH, loyalty_dbt_models
 from pipelines.defs.resources import LoyaltySettings
 
 DBT_DOCS = dg.AssetKey(["docs", "dbt_docs"])
