@@ -59,6 +59,9 @@ Decisions where the SPEC is silent
   `ClvResult.warnings`. A converged fit whose shape parameters (r, a, b; p, q) exceed 1e5 is also warned
   about but kept: the data show no spread across customers (same dropout probability, same mean spend...)
   and the likelihood only approaches its supremum as they grow; the predictions are those of that limit.
+  With a and b (BG/NBD) or p and q (Gamma-Gamma) both above 1e5 the fit is that limit wherever the
+  optimizer stopped, on the e^20 bound or below it, "converged" or not: where it stops there depends on
+  rounding, and so differed between machines.
   The params frame lists both models whenever there is a customer: a model that was not
   fitted has null values and log-likelihood and converged = false (a q ≤ 1 fit keeps its values: it did
   converge, it is just unusable for spend); for empty input the frame has no rows.
@@ -278,7 +281,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> FitResult:
         ll, grad = _bgnbd_ll_grad(theta, xs, ts, Ts)
         return -float(ll @ weights) / n, -((weights @ grad) * theta) / n
 
-    phi, ok, message = _maximize(objective, np.zeros(4))
+    phi, ok, message = _maximize(objective, np.zeros(4), ridge=(2, 3))  # a, b
     r, alpha_scaled, a, b = np.exp(phi)
     params = {"r": float(r), "alpha": float(alpha_scaled * scale), "a": float(a), "b": float(b)}
     ll = float(bgnbd_log_likelihood(params, x, t_x, T).sum())
@@ -445,7 +448,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> FitResult:
         ll, grad = _gg_ll_grad(theta, x, ms)
         return -float(ll.sum()) / n, -(grad.sum(axis=0) * theta) / n
 
-    phi, ok, message = _maximize(objective, np.zeros(3))
+    phi, ok, message = _maximize(objective, np.zeros(3), ridge=(0, 1))  # p, q
     p, q, v_scaled = np.exp(phi)
     params = {"p": float(p), "q": float(q), "v": float(v_scaled * scale)}
     ll = float(gamma_gamma_log_likelihood(params, x, m).sum())
@@ -555,9 +558,20 @@ def fit_clv(transactions: pl.DataFrame, as_of: date, rules: Rules | ClvRules) ->
 
 
 def _maximize(
-    objective: Callable[[np.ndarray], tuple[float, np.ndarray]], start: np.ndarray
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    start: np.ndarray,
+    ridge: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, bool, str]:
-    """Minimize a (value, gradient) objective over log-parameters; ok = converged, finite, off the bounds."""
+    """Minimize a (value, gradient) objective over log-parameters; ok = converged, finite, off the bounds.
+
+    `ridge` names two shape parameters whose joint growth is the model's homogeneous limit (Gamma-Gamma p and q
+    when every customer's spend is the same; BG/NBD a and b when every customer has the same dropout
+    probability): there the likelihood only approaches its supremum, and where the optimizer stops on the way,
+    below the upper bound or on it, and whether it calls that converged, depends on rounding (the same data
+    stopped below the bound, converged, on one machine, and on it, "ABNORMAL", on another). Both large (above
+    _RIDGE), the fit is that limit wherever it stopped: its predictions are the limit's (every customer's
+    expected spend is the common spend, p v = (q - 1) m along the ridge).
+    """
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
     with np.errstate(all="ignore"):
         result = optimize.minimize(
@@ -569,11 +583,17 @@ def _maximize(
             options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9},
         )
         phi = np.asarray(result.x, dtype=float)
-        gradient_norm = float(np.max(np.abs(objective(phi)[1]))) if np.all(np.isfinite(phi)) else math.inf
-    if not np.isfinite(result.fun) or not np.all(np.isfinite(phi)):
-        return phi, False, "the fit gave non-finite values"
-    if np.any(np.abs(phi) >= _LOG_BOUND - 1e-6):
-        return phi, False, "a parameter ran to its bound (e^±20): the data do not identify the model"
+        if not np.isfinite(result.fun) or not np.all(np.isfinite(phi)):
+            return phi, False, "the fit gave non-finite values"
+        at_bound = np.abs(phi) >= _LOG_BOUND - 1e-6
+        on_ridge = ridge is not None and min(phi[ridge[0]], phi[ridge[1]]) > math.log(_RIDGE)
+        if on_ridge:
+            at_bound[list(ridge)] = False  # the homogeneous limit, reached or approached
+        if np.any(at_bound):
+            return phi, False, "a parameter ran to its bound (e^±20): the data do not identify the model"
+        if on_ridge:
+            return phi, True, "converged"
+        gradient_norm = float(np.max(np.abs(objective(phi)[1])))
     # A line search that stalls where the gradient is ~0 has converged: this happens at an optimum reached to
     # rounding, and on the a, b → ∞ ridge (every customer has the same dropout probability a/(a+b)), where
     # the likelihood only approaches its supremum; the parameters found there predict like the limit model.

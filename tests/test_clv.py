@@ -536,8 +536,25 @@ def test_identical_spend_is_the_homogeneous_limit():
     assert result.customers["expected_avg_spend"].to_numpy() == pytest.approx(25.0, rel=1e-3)
 
 
-def test_too_few_identical_values_run_to_the_bound():
-    fit = clv.fit_gamma_gamma(np.array([1.0, 2, 3, 1, 2, 5, 1, 1]), np.full(8, 20.0))
+def test_few_identical_values_are_the_homogeneous_limit_too():
+    """Eight customers with the same spend: p and q run towards their bound as with many (on some machines onto
+    it, and the optimizer then stops "abnormally"); either way the fit is the limit, whose expected spend is
+    that value for everyone."""
+    x, m = np.array([1.0, 2, 3, 1, 2, 5, 1, 1]), np.full(8, 20.0)
+    fit = clv.fit_gamma_gamma(x, m)
+    assert fit.converged and min(fit.params["p"], fit.params["q"]) > 1e5
+    spend = clv.gamma_gamma_expected_spend(fit.params, np.append(x, 0.0), np.append(m, 0.0))
+    np.testing.assert_allclose(spend, 20.0, rtol=1e-6)
+
+
+def test_a_parameter_on_its_bound_off_the_ridge_is_a_failed_fit(monkeypatch):
+    """A bound reached by anything but the two shape parameters growing together is no limit model."""
+
+    def stuck_on_the_lower_bound(objective, start, **kwargs):
+        return optimize.OptimizeResult(x=np.array([-20.0, 3.0, 0.5]), fun=1.0, success=True, message="")
+
+    monkeypatch.setattr(clv.optimize, "minimize", stuck_on_the_lower_bound)
+    fit = clv.fit_gamma_gamma(np.array([1.0, 2, 3, 1, 2, 5, 1, 1]), np.array([20.0, 21, 19, 22, 18, 20, 25, 15]))
     assert not fit.converged and "ran to its bound" in fit.message
 
 
