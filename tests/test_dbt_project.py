@@ -322,23 +322,19 @@ def create_core(warehouse: Path, tables: dict[str, pl.DataFrame]) -> None:
             con.unregister("frame")
 
 
-def run_dbt_build(
-    tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None, select: str | None = None
-) -> list[dict]:
-    """`dbt build` (of `select`, default everything) over `warehouse`, target and logs in `tmp_path`; asserts every
-    node passed, returns the results."""
+def run_dbt(tmp_path: Path, warehouse: Path, command: str, *args: str) -> subprocess.CompletedProcess:
+    """`dbt <command> <args>` over `warehouse`, with target and logs in `tmp_path` and no partial parse."""
     # A subprocess, as dagster-dbt runs it: in-process dbtRunner leaves dbt-duckdb's read-write handle on
     # the file open, and this process could then not open it read-only.
-    completed = subprocess.run(
+    return subprocess.run(
         [
-            sys.executable, "-m", "dbt.cli.main", "build",
+            sys.executable, "-m", "dbt.cli.main", command,
             "--project-dir", str(DBT_PROJECT_DIR),
             "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(tmp_path / "target"),
             "--log-path", str(tmp_path / "logs"),
             "--no-partial-parse",
-            *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
-            *(["--select", select, "--indirect-selection", "cautious"] if select else []),
+            *args,
         ],
         cwd=tmp_path,
         env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},
@@ -346,6 +342,20 @@ def run_dbt_build(
         text=True,
         timeout=300,
     )  # fmt: skip
+
+
+def run_dbt_build(
+    tmp_path: Path, warehouse: Path, dbt_vars: dict | None = None, select: str | None = None
+) -> list[dict]:
+    """`dbt build` (of `select`, default everything) over `warehouse`, target and logs in `tmp_path`; asserts every
+    node passed, returns the results."""
+    completed = run_dbt(
+        tmp_path,
+        warehouse,
+        "build",
+        *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []),
+        *(["--select", select, "--indirect-selection", "cautious"] if select else []),
+    )
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-4000:]
     run_results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
     not_passed = [(r["unique_id"], r["status"]) for r in run_results if r["status"] not in ("success", "pass")]
@@ -416,19 +426,8 @@ def test_uniqueness_tests_report_each_duplicated_key(built_warehouse: tuple[Path
         "unique_combination_of_columns_stg_core__order_items_order_id__line_number",
         "unique_stg_core__points_ledger_entry_id",
     ]
-    completed = subprocess.run(
-        [
-            sys.executable, "-m", "dbt.cli.main", "test", "--store-failures",
-            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--no-partial-parse",
-            "--vars", json.dumps({"as_of": "2024-03-31"}), "--select", *selected,
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    variables = json.dumps({"as_of": "2024-03-31"})
+    completed = run_dbt(tmp_path, warehouse, "test", "--store-failures", "--vars", variables, "--select", *selected)
     assert completed.returncode == 1, completed.stdout[-4000:]
     results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
     outcome = {r["unique_id"].split(".")[2]: (r["status"], r["failures"]) for r in results}
