@@ -544,7 +544,7 @@ def test_few_identical_values_are_the_homogeneous_limit_too():
     fit = clv.fit_gamma_gamma(x, m)
     assert fit.converged and min(fit.params["p"], fit.params["q"]) > 1e5
     spend = clv.gamma_gamma_expected_spend(fit.params, np.append(x, 0.0), np.append(m, 0.0))
-    np.testing.assert_allclose(spend, 20.0, rtol=1e-6)
+    np.testing.assert_allclose(spend, 20.0, rtol=1e-3)  # as with many customers
 
 
 def test_a_parameter_on_its_bound_off_the_ridge_is_a_failed_fit(monkeypatch):
