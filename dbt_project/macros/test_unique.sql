@@ -1,9 +1,10 @@
 {#-
     dbt's `unique` test on DuckDB, same result (each duplicated value with its count), found in two passes: the
     64-bit hashes of the values that occur more than once, then the values with those hashes counted exactly.
-    The first pass groups integers, not the values: at 10M orders dbt's one-pass grouping of 23M event ids
-    took seconds a test, most of it holding the strings (see README, Performance). A hash shared by two
-    different values only sends them to the exact count, which tells them apart.
+    The first pass groups integers, not the values (strings mostly): on a 10M-order daily run the 35
+    uniqueness tests took 36.6 s of thread time this way against 49.5 s in dbt's one pass (README,
+    Performance). A hash shared by two different values only sends them to the exact count, which tells them
+    apart.
 -#}
 {% macro duckdb__test_unique(model, column_name) %}
 
