@@ -2,6 +2,8 @@
 `--daily`, a daily run on the history is timed and compared with the full run table by table."""
 
 import json
+import subprocess
+import sys
 import time
 
 import duckdb
@@ -118,9 +120,6 @@ def test_the_bench_dbt_step_needs_no_dagster(tmp_path):
     """The bench runs dbt itself (`bench.run_dbt`): what it needs of a run's dbt command comes from a plain
     module, so a checkout whose dbt manifest was never parsed (Dagster's dbt assets need one) can still be
     benchmarked. Here dbt itself is not started: the command `run_dbt` would run is recorded instead."""
-    import subprocess
-    import sys
-
     code = f"""
 import subprocess, sys
 from pipelines import bench

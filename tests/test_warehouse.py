@@ -1,10 +1,15 @@
-"""Warehouse helpers: staged tables keep every row they are given."""
+"""Warehouse helpers: staged tables keep every row they are given, bucketed reads, deferred vacuum."""
+
+import subprocess
+import sys
+from datetime import date
 
 import duckdb
 import polars as pl
 import pytest
 
 from pipelines import warehouse
+from pipelines.dbt_run import dbt_env
 
 ROWS = 300_000  # more than one DuckDB row group (122,880 rows)
 
@@ -130,12 +135,6 @@ def test_deleted_rows_wait_for_a_quarter_of_a_table_before_checkpoints_compact_i
 
 
 def test_dbt_gets_the_vacuum_setting_of_the_warehouse_and_the_default_when_it_cannot_read_it(tmp_path):
-    import subprocess
-    import sys
-    from datetime import date
-
-    from pipelines.dbt_run import dbt_env
-
     path = tmp_path / "w.duckdb"
     default = str(warehouse.DUCKDB_VACUUM_TASKS)
 
