@@ -97,6 +97,18 @@ def build_customers(events: pl.DataFrame, order_customer: pl.DataFrame) -> pl.Da
 # `resolve` and `build_customers`: the latest non-null value of a customer in processing order (order_id first,
 # then the record order within an order) is the latest of the order with the greatest order_id that has one.
 _CONTACTS = ("email", "phone", "first_name", "last_name", "document_hash")
+# The columns of core.order_events that `resolve_in_warehouse` reads.
+EVENT_COLUMNS = (
+    "order_id",
+    *_CONTACTS,
+    "source",
+    "source_customer_id",
+    "placed_at",
+    "ingested_at",
+    "sort_time",
+    "source_file",
+    "record_index",
+)
 
 
 def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -119,8 +131,9 @@ def resolve_in_warehouse(con, events: str = "core.order_events", buckets: int = 
 
 def affected_scope(con, touched: str) -> str:
     """The events over which identity must be resolved again when the orders of table `touched` (order_id) got
-    new events, given core.orders and core.customers as the last resolution left them. Returns SQL of those
-    events; creates temp table `_identity_customers` (customer_id): the customers that resolution may change,
+    new events, given core.orders and core.customers as the last resolution left them. Returns the name of the
+    temp table holding those events (the columns `resolve_in_warehouse` reads, `EVENT_COLUMNS`); creates temp
+    table `_identity_customers` (customer_id): the customers that resolution may change,
     whose rows in core.customers it replaces.
 
     They are the customers of the touched orders and of every order carrying one of their identifiers; the
@@ -159,16 +172,22 @@ def affected_scope(con, touched: str) -> str:
         )
         """
     )
+    # The scope's events once, with only the columns identity reads: resolving reads them once per customer
+    # bucket and once more for the pairs, and each read of a semi join scanned every event again (10M orders,
+    # a day's 4.1M events of scope: 12.1 s of reads against 1.9 s to write them and 7.1 s to read them).
     con.execute(
         f"""
-        create or replace temp table _identity_scope as
-        select order_id from core.orders where customer_id in (select customer_id from _identity_customers)
-        union
-        select order_id from {touched}
+        create or replace temp table _identity_events as
+        select {", ".join(EVENT_COLUMNS)} from core.order_events
+        semi join (
+            select order_id from core.orders where customer_id in (select customer_id from _identity_customers)
+            union
+            select order_id from {touched}
+        ) using (order_id)
         """
     )
     con.execute("drop table _identity_touched_ids")
-    return "(select * from core.order_events semi join _identity_scope using (order_id))"
+    return "_identity_events"
 
 
 def _customers(per_order: pl.DataFrame, order_customer: pl.DataFrame) -> pl.DataFrame:

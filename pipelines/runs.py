@@ -441,12 +441,20 @@ def _merge_and_resolve(con, rules: Rules, touched: pl.DataFrame | None, stage: S
         source, scope = "select * from core.order_events", "core.order_events"
     else:  # a table, not the frame: `bucketed` may read the source in a COPY, which sees no Python frame
         con.execute("create or replace temp table _merge_touched as select order_id from touched")
-        source = "select * from core.order_events semi join _merge_touched using (order_id)"
+        # the events' row ids first (one column scanned), then those rows: DuckDB skips the row groups before
+        # the smallest row id, where a semi join read every column of every event (10M orders, a day's 189,242
+        # orders: 4.6 s against 2.6 s)
+        source = (
+            "select * from core.order_events where rowid in "
+            "(select rowid from core.order_events semi join _merge_touched using (order_id))"
+        )
     with stage("identity"):
         if touched is not None:
             scope = affected_scope(con, "_merge_touched")
         events = con.sql(f"select count(*) from {scope}").fetchone()[0]
         order_customer, customers = resolve_in_warehouse(con, scope, buckets=identity_buckets(events))
+        if touched is not None:
+            con.execute(f"drop table {scope}")
         Customers.validate(customers, lazy=True)
     count = con.sql(f"select count(*) from ({source})").fetchone()[0]
     all_events = con.sql("select count(*) from core.order_events").fetchone()[0]
@@ -674,7 +682,7 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
     """The ledger of the customers in `scope` (SQL over core.orders, holding `orders_in_scope` orders), bucket by
     bucket, into core._staged_<table> with each bucket's row order in `_row` (empty tables when the scope has no
     order)."""
-    from pipelines.ledger import LEDGER_COLUMNS, compute_ledger
+    from pipelines.ledger import ITEM_INPUT_COLUMNS, LEDGER_COLUMNS, ORDER_INPUT_COLUMNS, compute_ledger
 
     for table, (attribute, _) in LEDGER_TABLES.items():
         empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
