@@ -695,9 +695,12 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
     ).fetchone()
     item_rows = orders_in_scope * all_items // max(all_orders, 1)
     bucket_of = f"coalesce(hash(customer_id), 0) % {buckets}"
-    orders_query = f"select * from core.orders where {scope}"
+    # Only the columns the ledger reads (10M orders, a day's 3M orders: 47 columns took 2.6 s to copy out and
+    # 5.5 s to read back in 12 buckets)
+    orders_query = f"select {', '.join(ORDER_INPUT_COLUMNS)} from core.orders where {scope}"
+    item_columns = ", ".join(f"i.{c}" for c in dict.fromkeys(["order_id", "line_number", *ITEM_INPUT_COLUMNS]))
     items_query = (
-        f"select i.*, {bucket_of} as _ledger_bucket from core.order_items i "
+        f"select {item_columns}, {bucket_of} as _ledger_bucket from core.order_items i "
         f"join (select order_id, customer_id from core.orders where {scope}) o on i.order_id = o.order_id"
     )
     with (
