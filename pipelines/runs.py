@@ -627,15 +627,16 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
             computed = customers_now
         with warehouse.transaction(con):
             if incremental:
+                # the customers' rows go, and their new rows are appended bucket by bucket, in this transaction
+                # (through staged tables, 10M orders: 5 s more to copy them)
                 scope = "customer_id in (select customer_id from _ledger_computed)"
                 orders = con.sql(f"select count(*) from core.orders where {scope}").fetchone()[0]
-                _stage_ledger(con, rules, settings.as_of, scope, orders)
                 for table in LEDGER_TABLES:
                     con.execute(f"delete from core.{table} where {scope}")
-                    con.execute(f"insert into core.{table} by name select * exclude (_row) from core._staged_{table}")
+                _stage_ledger(con, rules, settings.as_of, scope, orders, staged=False)
             else:
                 orders = con.sql("select count(*) from core.orders").fetchone()[0]
-                _stage_ledger(con, rules, settings.as_of, "true", orders)
+                _stage_ledger(con, rules, settings.as_of, "true", orders, staged=True)
                 for table, (_, key) in LEDGER_TABLES.items():
                     con.execute(
                         f"create or replace table core.{table} as "
@@ -678,15 +679,16 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
     )
 
 
-def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: int) -> None:
+def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: int, *, staged: bool) -> None:
     """The ledger of the customers in `scope` (SQL over core.orders, holding `orders_in_scope` orders), bucket by
-    bucket, into core._staged_<table> with each bucket's row order in `_row` (empty tables when the scope has no
-    order)."""
+    bucket: `staged`, into new tables core._staged_<table> with each bucket's row order in `_row` (empty tables
+    when the scope has no order), else appended to core.<table>."""
     from pipelines.ledger import ITEM_INPUT_COLUMNS, LEDGER_COLUMNS, ORDER_INPUT_COLUMNS, compute_ledger
 
-    for table, (attribute, _) in LEDGER_TABLES.items():
-        empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
-        warehouse.create_table(con, f"core._staged_{table}", empty)
+    if staged:
+        for table, (attribute, _) in LEDGER_TABLES.items():
+            empty = conform(pl.DataFrame(), LEDGER_COLUMNS[attribute]).with_row_index("_row")
+            warehouse.create_table(con, f"core._staged_{table}", empty)
     buckets = ledger_buckets(orders_in_scope)
     # The lines in scope, estimated from the lines per order overall (counting them would be a join): the figure
     # only chooses how `bucketed` reads them.
@@ -719,9 +721,11 @@ def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: i
             result = compute_ledger(orders, items, rules, as_of)
             del orders, items
             for table, (attribute, _) in LEDGER_TABLES.items():
-                warehouse.insert_checked(
-                    con, f"core._staged_{table}", getattr(result, attribute).with_row_index("_row")
-                )
+                frame = getattr(result, attribute)
+                if staged:
+                    warehouse.insert_checked(con, f"core._staged_{table}", frame.with_row_index("_row"))
+                else:
+                    warehouse.insert_checked(con, f"core.{table}", frame)
             del result
 
 
