@@ -409,6 +409,30 @@ def test_staging_exposes_no_pii(built_warehouse: tuple[Path, list[dict]]) -> Non
     assert customers == [("c-ana", True, False), ("c-bia", False, True)]
 
 
+def test_a_retired_table_is_dropped(built_warehouse: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """A table an earlier version built and this one does not (int_points_pivoted_to_orders, now a CTE of
+    fct_orders) is dropped when fct_orders is built, and fct_orders gets the points from the CTE."""
+    warehouse = tmp_path / "loyalty.duckdb"
+    warehouse.write_bytes(built_warehouse[0].read_bytes())
+    tables = "select table_name from information_schema.tables where table_schema = 'intermediate'"
+    with duckdb.connect(str(warehouse)) as con:
+        assert "int_points_pivoted_to_orders" not in {name for (name,) in con.execute(tables).fetchall()}
+        con.execute("create table intermediate.int_points_pivoted_to_orders as select 'brevo:1001' as order_id")
+        con.execute(
+            "insert into core.points_ledger (entry_id, customer_id, order_id, entry_type, points, effective_at, rule, "
+            "balance_after) values ('p_1', 'c-ana', 'brevo:1001', 'earn', 120, '2024-03-08', 'base', 120), "
+            "('p_2', 'c-ana', 'brevo:1001', 'expire', -20, '2024-03-30', 'expiry', 100), "
+            "('p_3', 'c-ana', 'brevo:1001', 'expire', -100, '2024-04-30', 'expiry', 0)"  # after the as-of date
+        )
+    run_dbt_build(tmp_path, warehouse, {"as_of": "2024-03-31"}, select="fct_orders")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert "int_points_pivoted_to_orders" not in {name for (name,) in con.execute(tables).fetchall()}
+        points = con.execute(
+            "select order_id, points_earned, points_expired from marts.fct_orders order by order_id"
+        ).fetchall()
+    assert points == [("bonifiq:A-7", 0, 0), ("brevo:1001", 120, 20), ("esputnik:E-9", 0, 0)]
+
+
 def test_uniqueness_tests_report_each_duplicated_key(built_warehouse: tuple[Path, list[dict]], tmp_path: Path) -> None:
     """`unique` (our DuckDB version, macros/test_unique.sql) and `unique_combination_of_columns` find their
     duplicates in two passes (hashes, then values): a repeated key fails its test with that key and its count,

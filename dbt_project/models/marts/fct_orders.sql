@@ -3,6 +3,8 @@
     and the others identify a parcel or an account, not an analysis dimension.
 -#}
 
+{{ config(pre_hook="{{ drop_retired_table('intermediate', 'int_points_pivoted_to_orders') }}") }}
+
 with
 
 orders as (
