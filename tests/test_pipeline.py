@@ -122,7 +122,12 @@ def test_unreadable_and_bad_records_are_reported_not_fatal(tmp_path, raw, capsys
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LOYALTY_DUCKDB_MEMORY", "lots"), ("LOYALTY_DBT_THREADS", "two"), ("LOYALTY_DBT_THREADS", "0")],
+    [
+        ("LOYALTY_DUCKDB_MEMORY", "lots"),
+        ("LOYALTY_DBT_MEMORY", "3 gigs"),
+        ("LOYALTY_DBT_THREADS", "two"),
+        ("LOYALTY_DBT_THREADS", "0"),
+    ],
 )
 def test_a_bad_tuning_variable_exits_2_before_any_work(tmp_path, raw, capsys, monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
