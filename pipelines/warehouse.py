@@ -38,12 +38,19 @@ CORE_TABLES: dict[str, dict[str, pl.DataType]] = {
 }
 
 
+# The file format a new warehouse is written in (an existing file keeps its own). DuckDB's default is still
+# v1.0.0's; from v1.3.0 strings are compressed by dictionary and FSST together, which writes a 10M-order
+# fct_orders in 6.6 s instead of 9.9 s, in a smaller file. v1.4.0: DuckDB's long-term support release, so any
+# DuckDB from 1.4 on opens the warehouse and its published copy (the Parquet files are for anything else).
+STORAGE_VERSION = "v1.4.0"
+
+
 @contextmanager
 def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"storage_compatibility_version": STORAGE_VERSION})
     try:
         # DuckDB takes 80 % of the machine's memory by default; past this limit it spills to disk instead.
         con.execute(f"set memory_limit = '{duckdb_memory_limit()}'")

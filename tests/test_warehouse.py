@@ -32,6 +32,24 @@ def test_a_table_created_empty_in_a_transaction_keeps_a_large_insert(tmp_path):
         assert con.sql("describe staged").pl()["column_type"].to_list() == ["BIGINT", "VARCHAR"]
 
 
+def storage_version(path) -> str:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("select tags['storage_version'] from duckdb_databases() where not internal").fetchone()[0]
+
+
+def test_a_new_warehouse_is_written_in_the_lts_format_and_an_older_one_keeps_its_own(tmp_path):
+    with warehouse.connect(tmp_path / "new.duckdb") as con:
+        warehouse.create_table(con, "t", big_frame())
+    assert storage_version(tmp_path / "new.duckdb") == "v1.4.0+"
+    with duckdb.connect(str(tmp_path / "old.duckdb")) as con:  # DuckDB's own default for a new file
+        con.execute("create table t as select 1 as a")
+    with warehouse.connect(tmp_path / "old.duckdb") as con:
+        warehouse.create_table(con, "u", big_frame())
+    assert storage_version(tmp_path / "old.duckdb") == "v1.0.0+"
+    with warehouse.connect(tmp_path / "old.duckdb", read_only=True) as con:
+        assert con.sql("select count(*) from u").fetchone() == (ROWS,)
+
+
 def test_insert_checked_catches_the_rows_duckdb_loses(tmp_path):
     """DuckDB 1.5: `create table as select * from <empty frame>` inside a transaction, then a large insert: the
     rows are lost, and insert_checked says so. When DuckDB keeps them, the workaround may go (skipped then)."""
