@@ -294,7 +294,8 @@ def _git_sha() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "pipelines"],
+            # what the bench runs: the Python steps and the dbt project (the figures, not the docs, are its)
+            ["git", "status", "--porcelain", "--untracked-files=no", "pipelines", "dbt_project"],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,

@@ -138,3 +138,25 @@ print(command[1], env["LOYALTY_AS_OF"], env["LOYALTY_DUCKDB_VACUUM_TASKS"], [m f
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["build", "2024-01-31", "100", "[]"]
+
+
+@pytest.mark.parametrize("changed", ["pipelines/step.py", "dbt_project/models/mart.sql"])
+def test_figures_from_changed_code_or_dbt_models_are_marked_dirty_and_docs_are_not(tmp_path, monkeypatch, changed):
+    from pipelines import bench
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("pipelines/step.py", "dbt_project/models/mart.sql", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1")
+    monkeypatch.setattr(bench, "PROJECT_ROOT", tmp_path)
+    clean = bench._git_sha()
+    assert clean != "unknown" and not clean.endswith("-dirty")
+    (tmp_path / "README.md").write_text("v2\n")
+    assert bench._git_sha() == clean
+    (tmp_path / changed).write_text("v2\n")
+    assert bench._git_sha() == clean + "-dirty"
