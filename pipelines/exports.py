@@ -22,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines import warehouse
 from pipelines.atomic import staged_dir
 
 FORMATS = ("brevo", "esputnik", "klaviyo", "csv")
@@ -60,17 +61,9 @@ def contacts_query() -> str:
 
 def known_segments(con) -> list[str]:
     """Every segment name of the segment map (dbt seed), whether or not anyone is in it now."""
-    if _has_table(con, "staging", "rfm_segments"):
+    if "rfm_segments" in warehouse.table_names(con, "staging"):
         return [r[0] for r in con.execute("select distinct segment from staging.rfm_segments order by 1").fetchall()]
     return [r[0] for r in con.execute("select distinct segment from marts.customer_rfm order by 1").fetchall()]
-
-
-def _has_table(con, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-        ).fetchone()[0]
-    )
 
 
 def shape(contacts: pl.DataFrame, fmt: str) -> pl.DataFrame:

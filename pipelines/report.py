@@ -196,7 +196,7 @@ def build_report(
 
 def warehouse_as_of(con: duckdb.DuckDBPyConnection) -> date | None:
     """The as-of date the marts were last built for, or None when there are none (never built, or empty)."""
-    marts = _mart_tables(con)
+    marts = warehouse.table_names(con, "marts")
     for mart in ("rfm_segment_summary", "customer_rfm", "customer_lifetime_value"):
         if mart in marts:
             value = con.execute(f"select max(as_of) from marts.{mart}").fetchone()[0]
@@ -205,17 +205,9 @@ def warehouse_as_of(con: duckdb.DuckDBPyConnection) -> date | None:
     return None
 
 
-def _mart_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    rows = con.execute(
-        "select table_name from information_schema.tables where table_schema = 'marts' and table_catalog = "
-        "current_database()"
-    ).fetchall()
-    return frozenset(row[0] for row in rows)
-
-
 def _build(con: duckdb.DuckDBPyConnection, out_dir: Path, as_of: date | None, rules: Rules | None) -> ReportResult:
     rules = rules or load_rules()
-    marts = _mart_tables(con)
+    marts = frozenset(warehouse.table_names(con, "marts"))
     built_as_of = warehouse_as_of(con)
     if as_of is not None and built_as_of is not None and as_of != built_as_of:
         raise ReportError(
@@ -320,10 +312,7 @@ def _rfm_grid(ctx: _Context) -> _Chart:
         # Every cell of the 5 × 5 grid, empty ones too, named after the segment map (the dbt seed) when it is there.
         segment_map = (
             "(select r_score, f_score, segment from staging.rfm_segments)"
-            if ctx.scalar(
-                "select count(*) from information_schema.tables where table_schema = 'staging' "
-                "and table_name = 'rfm_segments' and table_catalog = current_database()"
-            )
+            if "rfm_segments" in warehouse.table_names(ctx.con, "staging")
             else "(select null::integer as r_score, null::integer as f_score, null::varchar as segment)"
         )
         data = ctx.frame(

@@ -26,9 +26,7 @@ def print_summary(settings: Settings, rules: Rules, outcome: RunOutcome, out=Non
         say("no warehouse was written")
     else:
         with warehouse.connect(settings.warehouse, read_only=True) as con:
-            tables = {
-                r[0] for r in _rows(con, "select table_name from information_schema.tables where table_schema='core'")
-            }
+            tables = warehouse.table_names(con, "core")
             if "ingest_files" in tables:
                 files = _rows(
                     con,
@@ -124,7 +122,7 @@ def _say_quarantined(con, run_id: str, say) -> None:
 
 
 def _say_marts(con, rules: Rules, say) -> None:
-    marts = {r[0] for r in _rows(con, "select table_name from information_schema.tables where table_schema='marts'")}
+    marts = warehouse.table_names(con, "marts")
     if not {"rfm_segment_summary", "points_redemption"} <= marts:
         say("marts        not built (see the failure below)")
         return

@@ -99,8 +99,13 @@ def vacuum_tasks(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def table_names(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
-    """The names of the tables (and views) of `schema`; empty when there is no such schema."""
-    rows = con.execute("select table_name from information_schema.tables where table_schema = ?", [schema])
+    """The names of the tables (and views) of `schema` in the connection's own database (not in one it
+    attached); empty when there is no such schema."""
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_schema = ? "
+        "and table_catalog = current_database()",
+        [schema],
+    )
     return {row[0] for row in rows.fetchall()}
 
 
