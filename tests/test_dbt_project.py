@@ -466,3 +466,16 @@ def test_uniqueness_tests_report_each_duplicated_key(built_warehouse: tuple[Path
         ).fetchall()
         rows = sorted(con.execute(f'select * from "{schema}"."{name}"').fetchall() for schema, name in stored)
     assert rows == sorted([[(event[0], 2)], [(*item, 2)], []])
+
+
+def test_profiles_defaults_are_the_pipelines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """profiles.yml (dbt by hand) and pipelines/settings.py (the pipeline) each hold the tuning defaults."""
+    import re
+
+    from pipelines.settings import dbt_memory_limit, dbt_threads
+
+    for variable in ("LOYALTY_DBT_MEMORY", "LOYALTY_DBT_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    profiles = (DBT_PROJECT_DIR / "profiles.yml").read_text()
+    defaults = dict(re.findall(r"env_var\('(LOYALTY_DBT_\w+)', '([^']*)'\)", profiles))
+    assert defaults == {"LOYALTY_DBT_MEMORY": dbt_memory_limit(), "LOYALTY_DBT_THREADS": str(dbt_threads())}
