@@ -573,19 +573,30 @@ LEDGER_TABLES = {
 
 def ledger_inputs_sql() -> str:
     """One row per customer: a hash of the columns of their orders and order lines that the ledger reads (a
-    change to another column cannot change their results, so it does not make them computed again)."""
+    change to another column cannot change their results, so it does not make them computed again).
+
+    Rows are combined by summing their hashes (modulo 2^64): a multiset digest, independent of row order. Not
+    xor: two lines alike in every column read (a product on two lines) would cancel out, and adding or
+    removing such a pair would change nothing."""
     from pipelines.ledger import ITEM_INPUT_COLUMNS, ORDER_INPUT_COLUMNS
 
     order_columns = ", ".join(f"o.{c}" for c in ORDER_INPUT_COLUMNS)
     item_columns = ", ".join(ITEM_INPUT_COLUMNS)
     return f"""
-        select o.customer_id, bit_xor(hash({order_columns}, i.lines)) as inputs
+        select o.customer_id, {_digest(f"hash({order_columns}, i.lines)")} as inputs
         from core.orders o
-        left join (select order_id, bit_xor(hash({item_columns})) as lines from core.order_items group by order_id) i
+        left join (
+            select order_id, {_digest(f"hash({item_columns})")} as lines from core.order_items group by order_id
+        ) i
           on i.order_id = o.order_id
         where o.customer_id is not null
         group by o.customer_id
     """
+
+
+def _digest(row_hash: str) -> str:
+    """The sum of a group's 64-bit `row_hash`es, modulo 2^64 (DuckDB sums them in 128 bits)."""
+    return f"cast(sum({row_hash}) % 18446744073709551616 as ubigint)"
 
 
 def ledger_buckets(orders: int) -> int:
@@ -593,10 +604,13 @@ def ledger_buckets(orders: int) -> int:
 
 
 def ledger_fingerprint(rules: Rules) -> str:
-    """What the ledger depends on besides the orders and the as-of date: the rules and the ledger code."""
+    """What the ledger depends on besides the orders and the as-of date: the rules and the ledger code, and
+    how the inputs are hashed (`ledger_inputs_sql`: hashes made another way would all differ from the stored
+    ones; with the fingerprint changed, every customer is computed and the stored hashes are made again)."""
     from pipelines import hashing, ledger
 
     digest = hashlib.sha256(rules.model_dump_json().encode())
+    digest.update(ledger_inputs_sql().encode())
     for module in (ledger, hashing):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]

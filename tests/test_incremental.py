@@ -371,6 +371,33 @@ def test_the_ledger_computes_a_customer_again_for_a_column_it_reads_only(generat
     assert stored == query(settings.warehouse, f"select * from ({runs.ledger_inputs_sql()}) order by all")
 
 
+def test_the_ledger_computes_a_customer_again_when_an_order_gains_two_equal_lines(generated, tmp_path):
+    """Two lines alike in every column the ledger reads (a product bought twice, on two lines): their hashes
+    are equal, and a digest that cancels equal values out (xor) would see no change. The customer is computed
+    again and the ledger equals the pure ledger."""
+    rules = default_rules()
+    settings = Settings.resolve(raw_dir=str(generated), warehouse=str(tmp_path / "w" / "loyalty.duckdb"), as_of=AS_OF)
+    run(settings, "all", rules)
+    assert runs.compute_points(settings, rules).mode == "full"
+    [(order_id,)] = query(
+        settings.warehouse,
+        "select min(order_id) from core.orders o where status = 'delivered' "
+        "and exists (select 1 from core.order_items i where i.order_id = o.order_id)",
+    )
+    with duckdb.connect(str(settings.warehouse)) as con:
+        for offset in (100, 101):
+            con.execute(
+                f"insert into core.order_items select * replace (line_number + {offset} as line_number) "
+                "from core.order_items where order_id = ? order by line_number limit 1",
+                [order_id],
+            )
+    report = runs.compute_points(settings, rules)
+    assert report.mode == "incremental" and report.customers_computed == 1
+    got, expected = ledger_rows(settings), reference_ledger(settings, rules)
+    for table in LEDGER:
+        assert got[table] == expected[table], table
+
+
 def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):
     """A reversal before the last computation leaves a customer holding Platinum on 0 qualifying points; no order,
     expiry or window exit falls between that computation and the next, but a month start does: the next
