@@ -254,6 +254,13 @@ def reference_ledger(settings: Settings, rules) -> dict[str, list[tuple]]:
     return {table: sorted(getattr(result, name).rows(), key=repr) for table, name in LEDGER.items()}
 
 
+def assert_ledger_is_pure(settings: Settings, rules) -> None:
+    """The ledger tables in the warehouse are, row for row, the pure ledger over every order."""
+    got, expected = ledger_rows(settings), reference_ledger(settings, rules)
+    for table in LEDGER:
+        assert got[table] == expected[table], table
+
+
 @pytest.mark.parametrize("files", [False, True], ids=["part", "files"])
 def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches_a_full_computation(
     generated, tmp_path, monkeypatch, files
@@ -318,9 +325,7 @@ def test_the_ledger_computes_only_customers_whose_results_can_change_and_matches
     run(at("2025-03-07"), "next", rules)
     report = runs.compute_points(at("2025-03-07"), rules)
     assert report.mode == "incremental" and 0 < report.customers_computed < report.customers
-    got, expected = ledger_rows(at("2025-03-07")), reference_ledger(at("2025-03-07"), rules)
-    for table in LEDGER:
-        assert got[table] == expected[table], table
+    assert_ledger_is_pure(at("2025-03-07"), rules)
 
     # an earlier as-of date, or other rules: every customer again
     assert runs.compute_points(at("2025-03-06"), rules).mode == "full"
@@ -363,9 +368,7 @@ def test_the_ledger_computes_a_customer_again_for_a_column_it_reads_only(generat
         )
     report = runs.compute_points(settings, rules)
     assert report.mode == "incremental" and report.customers_computed == 1
-    got, expected = ledger_rows(settings), reference_ledger(settings, rules)
-    for table in LEDGER:
-        assert got[table] == expected[table], table
+    assert_ledger_is_pure(settings, rules)
     # the stored input hashes were updated row by row to what they now are
     stored = query(settings.warehouse, "select * from core.ledger_inputs order by all")
     assert stored == query(settings.warehouse, f"select * from ({runs.ledger_inputs_sql()}) order by all")
@@ -393,9 +396,7 @@ def test_the_ledger_computes_a_customer_again_when_an_order_gains_two_equal_line
             )
     report = runs.compute_points(settings, rules)
     assert report.mode == "incremental" and report.customers_computed == 1
-    got, expected = ledger_rows(settings), reference_ledger(settings, rules)
-    for table in LEDGER:
-        assert got[table] == expected[table], table
+    assert_ledger_is_pure(settings, rules)
 
 
 def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):
@@ -439,9 +440,7 @@ def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_pat
         ("Bronze", "Platinum", "2025-01-05 10:00:00", "upgrade"),
         ("Platinum", "Bronze", "2025-03-01 00:00:00", "monthly_downgrade"),
     ]
-    got, expected = ledger_rows(at("2025-03-02")), reference_ledger(at("2025-03-02"), rules)
-    for table in LEDGER:
-        assert got[table] == expected[table], table
+    assert_ledger_is_pure(at("2025-03-02"), rules)
 
 
 def test_a_run_hashes_again_only_the_files_that_changed(generated, tmp_path, monkeypatch) -> None:
