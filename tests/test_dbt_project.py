@@ -30,6 +30,7 @@ from pipelines.schemas import (
     QUARANTINE_COLUMNS,
     conform,
 )
+from pipelines.warehouse import table_names
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
@@ -414,9 +415,8 @@ def test_a_retired_table_is_dropped(built_warehouse: tuple[Path, list[dict]], tm
     fct_orders) is dropped when fct_orders is built, and fct_orders gets the points from the CTE."""
     warehouse = tmp_path / "loyalty.duckdb"
     warehouse.write_bytes(built_warehouse[0].read_bytes())
-    tables = "select table_name from information_schema.tables where table_schema = 'intermediate'"
     with duckdb.connect(str(warehouse)) as con:
-        assert "int_points_pivoted_to_orders" not in {name for (name,) in con.execute(tables).fetchall()}
+        assert "int_points_pivoted_to_orders" not in table_names(con, "intermediate")
         con.execute("create table intermediate.int_points_pivoted_to_orders as select 'brevo:1001' as order_id")
         con.execute(
             "insert into core.points_ledger (entry_id, customer_id, order_id, entry_type, points, effective_at, rule, "
@@ -426,7 +426,7 @@ def test_a_retired_table_is_dropped(built_warehouse: tuple[Path, list[dict]], tm
         )
     run_dbt_build(tmp_path, warehouse, {"as_of": "2024-03-31"}, select="fct_orders")
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert "int_points_pivoted_to_orders" not in {name for (name,) in con.execute(tables).fetchall()}
+        assert "int_points_pivoted_to_orders" not in table_names(con, "intermediate")
         points = con.execute(
             "select order_id, points_earned, points_expired from marts.fct_orders order by order_id"
         ).fetchall()
