@@ -226,6 +226,22 @@ def rfm_summary(transactions: pl.DataFrame, as_of: date, time_unit_days: int) ->
 # --------------------------------------------------------------------------------------------------- BG/NBD
 
 
+@dataclass(frozen=True)
+class Levels:
+    """The distinct purchase counts x of a fit's rows (a few hundred at most, for up to millions of rows), each
+    row's position among them and, for Gamma-Gamma, log m of each row: what the likelihood's terms need that
+    does not change while the optimizer evaluates them tens of times."""
+
+    values: np.ndarray
+    index: np.ndarray
+    log_m: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, x: np.ndarray, log_m: np.ndarray | None = None) -> Levels:
+        values, index = np.unique(x, return_inverse=True)
+        return cls(values, index, log_m)
+
+
 def bgnbd_log_likelihood(
     params: dict[str, float] | tuple[float, float, float, float],
     x: np.ndarray,
@@ -239,17 +255,30 @@ def bgnbd_log_likelihood(
 
 
 def _bgnbd_ll_grad(
-    theta: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, *, gradient: bool = True
+    theta: np.ndarray,
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    *,
+    gradient: bool = True,
+    levels: Levels | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-customer log-likelihood and, if asked, its gradient w.r.t. (r, alpha, a, b) (shape n × 4)."""
+    """Per-customer log-likelihood and, if asked, its gradient w.r.t. (r, alpha, a, b) (shape n × 4).
+
+    The terms of x alone (gamma, beta and digamma functions of r + x, b + x, a + b + x) are computed once per
+    distinct x (`levels`, found once per fit) and gathered; each value is the one a per-customer computation
+    gives, summed in the same order, so the result is the same to the last bit.
+    """
     r, alpha, a, b = theta
+    levels = levels if levels is not None else Levels.of(x)
+    ux, at = levels.values, levels.index
     repeat = x > 0
     rx = r + x
-    bx1 = np.where(repeat, b + x - 1.0, 1.0)  # only used where x > 0
+    bx1 = np.where(ux > 0, b + ux - 1.0, 1.0)[at]  # only used where x > 0
     log_aT = np.log(alpha + T)
     log_atx = np.log(alpha + t_x)
-    a1 = special.gammaln(rx) - special.gammaln(r) + r * math.log(alpha)
-    a2 = special.betaln(a, b + x) - special.betaln(a, b)
+    a1 = (special.gammaln(r + ux) - special.gammaln(r) + r * math.log(alpha))[at]
+    a2 = (special.betaln(a, b + ux) - special.betaln(a, b))[at]
     a3 = -rx * log_aT
     a4 = np.where(repeat, math.log(a) - np.log(bx1) - rx * log_atx, -np.inf)
     mix = np.logaddexp(a3, a4)
@@ -258,12 +287,12 @@ def _bgnbd_ll_grad(
         return ll, None
     w3 = np.exp(a3 - mix)
     w4 = np.where(repeat, np.exp(a4 - mix), 0.0)
-    psi_abx = special.digamma(a + b + x)
+    psi_abx = special.digamma(a + b + ux)
     psi_ab = special.digamma(a + b)
-    d_r = special.digamma(rx) - special.digamma(r) + math.log(alpha) - w3 * log_aT - w4 * log_atx
+    d_r = (special.digamma(r + ux) - special.digamma(r) + math.log(alpha))[at] - w3 * log_aT - w4 * log_atx
     d_alpha = r / alpha - w3 * rx / (alpha + T) - w4 * rx / (alpha + t_x)
-    d_a = psi_ab - psi_abx + w4 / a
-    d_b = special.digamma(b + x) - special.digamma(b) + psi_ab - psi_abx - w4 / bx1
+    d_a = (psi_ab - psi_abx)[at] + w4 / a
+    d_b = (special.digamma(b + ux) - special.digamma(b) + psi_ab - psi_abx)[at] - w4 / bx1
     return ll, np.column_stack([d_r, d_alpha, d_a, d_b])
 
 
@@ -277,10 +306,11 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> FitResult:
         return FitResult(BGNBD, dict.fromkeys(BGNBD_PARAMS, math.nan), math.nan, n, False, message)
     scale = float(T.max())
     (xs, ts, Ts), weights = _distinct_rows(x, t_x / scale, T / scale)
+    levels = Levels.of(xs)
 
     def objective(phi: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.exp(phi)
-        ll, grad = _bgnbd_ll_grad(theta, xs, ts, Ts)
+        ll, grad = _bgnbd_ll_grad(theta, xs, ts, Ts, levels=levels)
         return -float(ll @ weights) / n, -((weights @ grad) * theta) / n
 
     phi, ok, message = _maximize(objective, np.zeros(4), ridge=(2, 3))  # a, b
@@ -406,25 +436,27 @@ def gamma_gamma_log_likelihood(
 
 
 def _gg_ll_grad(
-    theta: np.ndarray, x: np.ndarray, m: np.ndarray, *, gradient: bool = True
+    theta: np.ndarray, x: np.ndarray, m: np.ndarray, *, gradient: bool = True, levels: Levels | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-customer log-likelihood and, if asked, its gradient w.r.t. (p, q, v) (shape n × 3); the terms of
+    x alone once per distinct x, as in `_bgnbd_ll_grad` (the same values to the last bit)."""
     p, q, v = theta
+    levels = levels if levels is not None else Levels.of(x)
+    ux, at = levels.values, levels.index
     px = p * x
+    log_m = levels.log_m if levels.log_m is not None else np.log(m)
     log_xm_v = np.log(x * m + v)
     ll = (
-        special.gammaln(px + q)
-        - special.gammaln(px)
-        - special.gammaln(q)
-        + q * math.log(v)
-        + (px - 1.0) * np.log(m)
-        + px * np.log(x)
+        (special.gammaln(p * ux + q) - special.gammaln(p * ux) - special.gammaln(q) + q * math.log(v))[at]
+        + (px - 1.0) * log_m
+        + (p * ux * np.log(ux))[at]
         - (px + q) * log_xm_v
     )
     if not gradient:
         return ll, None
-    psi_pxq = special.digamma(px + q)
-    d_p = x * (psi_pxq - special.digamma(px) + np.log(m) + np.log(x) - log_xm_v)
-    d_q = psi_pxq - special.digamma(q) + math.log(v) - log_xm_v
+    psi_pxq = special.digamma(p * ux + q)
+    d_p = x * ((psi_pxq - special.digamma(p * ux))[at] + log_m + np.log(ux)[at] - log_xm_v)
+    d_q = (psi_pxq - special.digamma(q) + math.log(v))[at] - log_xm_v
     d_v = q / v - (px + q) / (x * m + v)
     return ll, np.column_stack([d_p, d_q, d_v])
 
@@ -444,10 +476,11 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> FitResult:
         return FitResult(GAMMA_GAMMA, nan_params, math.nan, n, False, message)
     scale = float(np.exp(np.log(m).mean()))  # geometric mean: only v depends on the money scale
     ms = m / scale
+    levels = Levels.of(x, log_m=np.log(ms))
 
     def objective(phi: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.exp(phi)
-        ll, grad = _gg_ll_grad(theta, x, ms)
+        ll, grad = _gg_ll_grad(theta, x, ms, levels=levels)
         return -float(ll.sum()) / n, -(grad.sum(axis=0) * theta) / n
 
     phi, ok, message = _maximize(objective, np.zeros(3), ridge=(0, 1))  # p, q

@@ -22,9 +22,7 @@ TX_SCHEMA = {"customer_id": pl.String, "placed_at": pl.Datetime("us"), "net_amou
 
 
 def transactions(rows: list[tuple[str, datetime, str | float | int]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [(c, at, Decimal(str(v))) for c, at, v in rows], schema=TX_SCHEMA, orient="row"
-    )
+    return pl.DataFrame([(c, at, Decimal(str(v))) for c, at, v in rows], schema=TX_SCHEMA, orient="row")
 
 
 def row(frame: pl.DataFrame, customer_id: str) -> dict:
@@ -111,7 +109,13 @@ def test_cdnow_reproduces_published_estimates(cdnow_fit, model, parameter, publi
 def test_cdnow_params_frame(cdnow_fit):
     params = cdnow_fit.params
     assert params.columns == [
-        "model", "parameter", "value", "customers_used", "log_likelihood", "converged", "as_of",
+        "model",
+        "parameter",
+        "value",
+        "customers_used",
+        "log_likelihood",
+        "converged",
+        "as_of",
     ]
     assert params["as_of"].unique().to_list() == [date(1997, 9, 30)]
     by_model = {m: frame for (m,), frame in params.group_by("model")}
@@ -143,9 +147,7 @@ def test_cdnow_predictions(cdnow_fit):
     )
     # horizon = 52 weeks
     x, t_x, T = (customers[c].to_numpy().astype(float) for c in clv.SUMMARY_MODEL_COLUMNS)
-    assert customers["predicted_purchases"].to_numpy() == pytest.approx(
-        clv.bgnbd_expected_purchases(bg, 52, x, t_x, T)
-    )
+    assert customers["predicted_purchases"].to_numpy() == pytest.approx(clv.bgnbd_expected_purchases(bg, 52, x, t_x, T))
 
 
 def test_monetary_value_definition_matters(cdnow):
@@ -221,8 +223,16 @@ def test_summary_of_empty_input_keeps_the_schema():
     summary = clv.rfm_summary(transactions([]), date(2024, 1, 1), 7)
     assert summary.is_empty()
     assert summary.columns == [
-        "customer_id", "orders", "revenue", "purchase_days", "frequency_x", "recency_t_x", "age_T", "monetary_value",
-        "first_order_at", "last_order_at",
+        "customer_id",
+        "orders",
+        "revenue",
+        "purchase_days",
+        "frequency_x",
+        "recency_t_x",
+        "age_T",
+        "monetary_value",
+        "first_order_at",
+        "last_order_at",
     ]
 
 
@@ -365,6 +375,7 @@ def test_analytic_gradients():
     m = rng.gamma(4, 10, 60)
     xg = np.maximum(x, 1)
     for theta in (np.array([0.3, 0.9, 0.8, 2.4]), np.array([2.0, 0.2, 3.0, 0.6])):
+
         def f(th):
             return clv._bgnbd_ll_grad(th, x, t_x, T, gradient=False)[0].sum()
 
@@ -373,6 +384,7 @@ def test_analytic_gradients():
 
         assert optimize.check_grad(f, g, theta) < 1e-5 * max(1, np.abs(g(theta)).max())
     for theta in (np.array([6.0, 3.7, 1.5]), np.array([0.8, 12.0, 40.0])):
+
         def fg(th):
             return clv._gg_ll_grad(th, xg, m, gradient=False)[0].sum()
 
@@ -380,6 +392,81 @@ def test_analytic_gradients():
             return clv._gg_ll_grad(th, xg, m)[1].sum(axis=0)
 
         assert optimize.check_grad(fg, gg, theta) < 1e-5 * max(1, np.abs(gg(theta)).max())
+
+
+def _textbook_bgnbd(theta, x, t_x, T):
+    """The BG/NBD log-likelihood and gradient computed customer by customer, as written in the paper."""
+    r, alpha, a, b = theta
+    repeat = x > 0
+    rx = r + x
+    bx1 = np.where(repeat, b + x - 1.0, 1.0)
+    log_aT, log_atx = np.log(alpha + T), np.log(alpha + t_x)
+    a3 = -rx * log_aT
+    a4 = np.where(repeat, math.log(a) - np.log(bx1) - rx * log_atx, -np.inf)
+    mix = np.logaddexp(a3, a4)
+    ll = (
+        special.gammaln(rx)
+        - special.gammaln(r)
+        + r * math.log(alpha)
+        + (special.betaln(a, b + x) - special.betaln(a, b))
+    )
+    ll = ll + mix
+    w3, w4 = np.exp(a3 - mix), np.where(repeat, np.exp(a4 - mix), 0.0)
+    psi_abx, psi_ab = special.digamma(a + b + x), special.digamma(a + b)
+    return ll, np.column_stack(
+        [
+            special.digamma(rx) - special.digamma(r) + math.log(alpha) - w3 * log_aT - w4 * log_atx,
+            r / alpha - w3 * rx / (alpha + T) - w4 * rx / (alpha + t_x),
+            psi_ab - psi_abx + w4 / a,
+            special.digamma(b + x) - special.digamma(b) + psi_ab - psi_abx - w4 / bx1,
+        ]
+    )
+
+
+def _textbook_gamma_gamma(theta, x, m):
+    p, q, v = theta
+    px, log_xm_v = p * x, np.log(x * m + v)
+    ll = (
+        special.gammaln(px + q)
+        - special.gammaln(px)
+        - special.gammaln(q)
+        + q * math.log(v)
+        + (px - 1.0) * np.log(m)
+        + px * np.log(x)
+        - px * log_xm_v
+        - q * log_xm_v
+    )
+    psi_pxq = special.digamma(px + q)
+    return ll, np.column_stack(
+        [
+            x * (psi_pxq - special.digamma(px) + np.log(m) + np.log(x) - log_xm_v),
+            psi_pxq - special.digamma(q) + math.log(v) - log_xm_v,
+            q / v - (px + q) / (x * m + v),
+        ]
+    )
+
+
+def test_likelihood_terms_of_x_alone_are_computed_once_per_distinct_x():
+    """The fits compute the gamma and digamma functions of x once per distinct x and gather them: the same
+    per-customer values as the textbook formulas (every customer's own), to rounding."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 30, 5000).astype(float)
+    T = rng.uniform(0.5, 3, 5000)
+    t_x = np.where(x > 0, T * rng.uniform(0.1, 1, 5000), 0.0)
+    m = rng.gamma(4, 10, 5000)
+    theta = np.array([0.4, 1.3, 0.7, 2.9])
+    levels = clv.Levels.of(x)
+    assert len(levels.values) < 31 and np.array_equal(levels.values[levels.index], x)
+    for got in (clv._bgnbd_ll_grad(theta, x, t_x, T), clv._bgnbd_ll_grad(theta, x, t_x, T, levels=levels)):
+        expected = _textbook_bgnbd(theta, x, t_x, T)
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-15)
+    xg, theta_gg = np.maximum(x, 1), np.array([2.1, 3.4, 15.0])
+    levels_gg = clv.Levels.of(xg, log_m=np.log(m))
+    for got in (clv._gg_ll_grad(theta_gg, xg, m), clv._gg_ll_grad(theta_gg, xg, m, levels=levels_gg)):
+        expected = _textbook_gamma_gamma(theta_gg, xg, m)
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-15)
 
 
 def test_fit_is_invariant_to_the_time_unit(cdnow, cdnow_fit):
@@ -452,10 +539,14 @@ def test_all_zero_spend_nulls_gamma_gamma_only():
     tx = tx.with_columns(pl.lit(Decimal("0.00")).cast(pl.Decimal(18, 2)).alias("net_amount_reporting"))
     with pytest.warns(clv.ClvWarning) as record:
         result = clv.fit_clv(tx, date(2023, 12, 31), WEEKLY)
-    assert [str(w.message) for w in record] == result.warnings == [
-        "CLV: Gamma-Gamma not fitted: 0 repeat buyer(s) with a positive mean repeat value (at least 2 needed); "
-        "expected spend and CLV are null"
-    ]
+    assert (
+        [str(w.message) for w in record]
+        == result.warnings
+        == [
+            "CLV: Gamma-Gamma not fitted: 0 repeat buyer(s) with a positive mean repeat value (at least 2 needed); "
+            "expected spend and CLV are null"
+        ]
+    )
     nulls = _null_counts(result)
     n = result.customers.height
     assert (nulls["predicted_purchases"], nulls["p_alive"]) == (0, 0)  # BG/NBD is still fitted
