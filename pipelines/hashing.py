@@ -15,7 +15,9 @@ def sha256_column(
     frame: pl.DataFrame, text: pl.Expr, alias: str, *, prefix: str = "", length: int = 64
 ) -> pl.DataFrame:
     """`frame` with a column `alias` = prefix + first `length` hex digits of sha256(text); null text → null."""
-    keyed = frame.with_columns(text.alias("__hash_input"))  # noqa: F841 (read by DuckDB below)
+    # Only the input column goes to DuckDB: a frame handed to it is converted to Arrow whole (an order event
+    # has some 60 columns, item lists among them).
+    keyed = frame.select(text.alias("__hash_input"))  # noqa: F841 (read by DuckDB below)
     with scratch() as con:
         hashed = con.sql(
             "select case when __hash_input is null then null else ? || left(sha256(__hash_input), ?) end as h "
