@@ -164,6 +164,21 @@ def _json_literal(structure: dict) -> str:
     return "'" + json.dumps(structure).replace("'", "''") + "'"
 
 
+# DuckDB scans a frame's Arrow record batches in parallel, one batch to a thread at a time: a frame of one chunk
+# is parsed by one thread. In pieces of this many rows the JSON is parsed on every core (a 64 MiB batch of each
+# source, 318,000 records: 5.9 → 3.7 s on two cores, median of five; 4,096 rows: 3.7 s, 65,536: 4.7 s).
+SCAN_PIECE_ROWS = 16_384
+
+
+def _in_pieces(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` as chunks of `SCAN_PIECE_ROWS` rows (the same rows in the same order)."""
+    if frame.height <= SCAN_PIECE_ROWS:
+        return frame
+    return pl.concat(
+        [frame.slice(start, SCAN_PIECE_ROWS) for start in range(0, frame.height, SCAN_PIECE_ROWS)], rechunk=False
+    )
+
+
 def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Field columns for every parsed record, and one row per item of every record that lists items.
 
@@ -185,7 +200,7 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
     item_values = ", ".join(_value_sql(item_plan.values[f.name], f) for f in spec.item_fields)
     item_columns = ",\n  ".join(item for f in spec.item_fields for item in _field_sql(f, "item"))
     with scratch() as con:
-        parsed = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")  # noqa: F841
+        parsed = _in_pieces(records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text"))  # noqa: F841
         fields = con.sql(
             f"""
             with transformed as (
@@ -202,7 +217,7 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
             from texts
             """
         ).pl()
-        item_lists = fields.filter(pl.col("items__type") == "ARRAY").select("rid", "items__json")  # noqa: F841
+        item_lists = _in_pieces(fields.filter(pl.col("items__type") == "ARRAY").select("rid", "items__json"))  # noqa: F841
         items = con.sql(
             f"""
             with lists as (
