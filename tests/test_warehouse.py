@@ -50,6 +50,18 @@ def test_a_new_warehouse_is_written_in_the_lts_format_and_an_older_one_keeps_its
         assert con.sql("select count(*) from u").fetchone() == (ROWS,)
 
 
+def test_frames_are_inserted_in_row_groups_with_every_row_in_order(tmp_path, monkeypatch):
+    """Inserts hand DuckDB a frame in chunks of `ROW_GROUP_ROWS` rows: every row arrives, in the frame's order."""
+    monkeypatch.setattr(warehouse, "ROW_GROUP_ROWS", 3)
+    frame = pl.DataFrame({"n": list(range(10)), "s": [f"v{i}" for i in range(10)]})
+    assert warehouse.in_row_groups(frame).n_chunks() == 4
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        warehouse.create_table(con, "t", frame)
+        warehouse.insert_checked(con, "t", frame.reverse())
+        stored = con.sql("select n, s from t order by rowid").pl()
+    assert stored.equals(pl.concat([frame, frame.reverse()]))
+
+
 def test_insert_checked_catches_the_rows_duckdb_loses(tmp_path):
     """DuckDB 1.5: `create table as select * from <empty frame>` inside a transaction, then a large insert: the
     rows are lost, and insert_checked says so. When DuckDB keeps them, the workaround may go (skipped then)."""
