@@ -11,6 +11,7 @@ import tempfile
 import threading
 
 import duckdb
+import polars as pl
 
 from pipelines.settings import duckdb_memory_limit
 
@@ -33,3 +34,11 @@ def scratch() -> duckdb.DuckDBPyConnection:
     cursor.execute("set TimeZone = 'UTC'")
     cursor.execute("set enable_progress_bar = false")  # no bar on a terminal from long column work
     return cursor
+
+
+def in_chunks(frame: pl.DataFrame, rows: int) -> pl.DataFrame:
+    """`frame` as chunks of at most `rows` rows, the same rows in the same order. DuckDB scans a frame's Arrow
+    record batches one to a thread at a time: a frame of one chunk is read (parsed, inserted) by one thread."""
+    if frame.height <= rows:
+        return frame
+    return pl.concat([frame.slice(start, rows) for start in range(0, frame.height, rows)], rechunk=False)

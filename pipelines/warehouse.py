@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines.duck import in_chunks
 from pipelines.schemas import (
     CUSTOMER_COLUMNS,
     EVENT_COLUMNS,
@@ -131,11 +132,7 @@ ROW_GROUP_ROWS = 122_880
 
 def in_row_groups(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` as chunks of `ROW_GROUP_ROWS` rows (the same rows in the same order), for an insert."""
-    if frame.height <= ROW_GROUP_ROWS:
-        return frame
-    return pl.concat(
-        [frame.slice(start, ROW_GROUP_ROWS) for start in range(0, frame.height, ROW_GROUP_ROWS)], rechunk=False
-    )
+    return in_chunks(frame, ROW_GROUP_ROWS)
 
 
 def append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:

@@ -22,7 +22,9 @@ TX_SCHEMA = {"customer_id": pl.String, "placed_at": pl.Datetime("us"), "net_amou
 
 
 def transactions(rows: list[tuple[str, datetime, str | float | int]]) -> pl.DataFrame:
-    return pl.DataFrame([(c, at, Decimal(str(v))) for c, at, v in rows], schema=TX_SCHEMA, orient="row")
+    return pl.DataFrame(
+        [(c, at, Decimal(str(v))) for c, at, v in rows], schema=TX_SCHEMA, orient="row"
+    )
 
 
 def row(frame: pl.DataFrame, customer_id: str) -> dict:
@@ -109,13 +111,7 @@ def test_cdnow_reproduces_published_estimates(cdnow_fit, model, parameter, publi
 def test_cdnow_params_frame(cdnow_fit):
     params = cdnow_fit.params
     assert params.columns == [
-        "model",
-        "parameter",
-        "value",
-        "customers_used",
-        "log_likelihood",
-        "converged",
-        "as_of",
+        "model", "parameter", "value", "customers_used", "log_likelihood", "converged", "as_of",
     ]
     assert params["as_of"].unique().to_list() == [date(1997, 9, 30)]
     by_model = {m: frame for (m,), frame in params.group_by("model")}
@@ -147,7 +143,9 @@ def test_cdnow_predictions(cdnow_fit):
     )
     # horizon = 52 weeks
     x, t_x, T = (customers[c].to_numpy().astype(float) for c in clv.SUMMARY_MODEL_COLUMNS)
-    assert customers["predicted_purchases"].to_numpy() == pytest.approx(clv.bgnbd_expected_purchases(bg, 52, x, t_x, T))
+    assert customers["predicted_purchases"].to_numpy() == pytest.approx(
+        clv.bgnbd_expected_purchases(bg, 52, x, t_x, T)
+    )
 
 
 def test_monetary_value_definition_matters(cdnow):
@@ -223,16 +221,8 @@ def test_summary_of_empty_input_keeps_the_schema():
     summary = clv.rfm_summary(transactions([]), date(2024, 1, 1), 7)
     assert summary.is_empty()
     assert summary.columns == [
-        "customer_id",
-        "orders",
-        "revenue",
-        "purchase_days",
-        "frequency_x",
-        "recency_t_x",
-        "age_T",
-        "monetary_value",
-        "first_order_at",
-        "last_order_at",
+        "customer_id", "orders", "revenue", "purchase_days", "frequency_x", "recency_t_x", "age_T", "monetary_value",
+        "first_order_at", "last_order_at",
     ]
 
 
@@ -375,7 +365,6 @@ def test_analytic_gradients():
     m = rng.gamma(4, 10, 60)
     xg = np.maximum(x, 1)
     for theta in (np.array([0.3, 0.9, 0.8, 2.4]), np.array([2.0, 0.2, 3.0, 0.6])):
-
         def f(th):
             return clv._bgnbd_ll_grad(th, x, t_x, T, gradient=False)[0].sum()
 
@@ -384,7 +373,6 @@ def test_analytic_gradients():
 
         assert optimize.check_grad(f, g, theta) < 1e-5 * max(1, np.abs(g(theta)).max())
     for theta in (np.array([6.0, 3.7, 1.5]), np.array([0.8, 12.0, 40.0])):
-
         def fg(th):
             return clv._gg_ll_grad(th, xg, m, gradient=False)[0].sum()
 
@@ -539,14 +527,10 @@ def test_all_zero_spend_nulls_gamma_gamma_only():
     tx = tx.with_columns(pl.lit(Decimal("0.00")).cast(pl.Decimal(18, 2)).alias("net_amount_reporting"))
     with pytest.warns(clv.ClvWarning) as record:
         result = clv.fit_clv(tx, date(2023, 12, 31), WEEKLY)
-    assert (
-        [str(w.message) for w in record]
-        == result.warnings
-        == [
-            "CLV: Gamma-Gamma not fitted: 0 repeat buyer(s) with a positive mean repeat value (at least 2 needed); "
-            "expected spend and CLV are null"
-        ]
-    )
+    assert [str(w.message) for w in record] == result.warnings == [
+        "CLV: Gamma-Gamma not fitted: 0 repeat buyer(s) with a positive mean repeat value (at least 2 needed); "
+        "expected spend and CLV are null"
+    ]
     nulls = _null_counts(result)
     n = result.customers.height
     assert (nulls["predicted_purchases"], nulls["p_alive"]) == (0, 0)  # BG/NBD is still fitted

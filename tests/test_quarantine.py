@@ -64,7 +64,9 @@ def brevo_update(order_id: str = "B-1", **kw) -> dict:
 
 
 def bonifiq_item(**kw) -> dict:
-    return merged({"OriginalId": "SKU-1", "Name": "Bolsa", "Quantity": 1, "Price": 100.0, "Category": "Luxury"}, kw)
+    return merged(
+        {"OriginalId": "SKU-1", "Name": "Bolsa", "Quantity": 1, "Price": 100.0, "Category": "Luxury"}, kw
+    )
 
 
 def bonifiq(order_id: str = "PED-1", **kw) -> dict:
@@ -579,7 +581,13 @@ def test_each_record_gets_its_own_reason_in_one_file(tmp_path: Path) -> None:
 def test_raw_record_is_the_exact_array_element(tmp_path: Path) -> None:
     bad = '{ "externalOrderId" : "X",\n      "totalCost": "abc" ,  "status":"DELIVERED"  }'
     text = (
-        '{"orders": [\n  ' + json.dumps(esputnik("A")) + ",\n      " + bad + " ,\n" + json.dumps(esputnik("B")) + "]}"
+        '{"orders": [\n  '
+        + json.dumps(esputnik("A"))
+        + ",\n      "
+        + bad
+        + " ,\n"
+        + json.dumps(esputnik("B"))
+        + "]}"
     )
     write(tmp_path, "esputnik/batch.json", text)
     result = parse(tmp_path)
@@ -669,13 +677,16 @@ def test_known_orders_of_another_source_do_not_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("order_file", ["brevo/0_orders.json", "brevo/9_orders.json", "brevo/sub/orders.csv"])
-def test_no_unknown_order_when_the_full_order_is_in_another_file_of_the_batch(tmp_path: Path, order_file: str) -> None:
+def test_no_unknown_order_when_the_full_order_is_in_another_file_of_the_batch(
+    tmp_path: Path, order_file: str
+) -> None:
     write(tmp_path, "brevo/5_updates.ndjson", json.dumps(brevo_update("B-7")) + "\n")
     if order_file.endswith(".csv"):
         write(
             tmp_path,
             order_file,
-            "id,email,date,financial.subtotal,financial.discount\nB-7,a@example.com,2024-01-25T14:30:00Z,10.00,0\n",
+            "id,email,date,financial.subtotal,financial.discount\n"
+            "B-7,a@example.com,2024-01-25T14:30:00Z,10.00,0\n",
         )
     else:
         write(tmp_path, order_file, json.dumps([brevo("B-7")]))

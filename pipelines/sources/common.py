@@ -16,7 +16,7 @@ from typing import Literal
 import pandera.polars as pa
 import polars as pl
 
-from pipelines.duck import scratch
+from pipelines.duck import in_chunks, scratch
 from pipelines.schemas import MONEY, REASON_CODES
 
 Kind = Literal["str", "money", "int", "float", "bool", "ts", "list_str", "json"]
@@ -170,15 +170,6 @@ def _json_literal(structure: dict) -> str:
 SCAN_PIECE_ROWS = 16_384
 
 
-def _in_pieces(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` as chunks of `SCAN_PIECE_ROWS` rows (the same rows in the same order)."""
-    if frame.height <= SCAN_PIECE_ROWS:
-        return frame
-    return pl.concat(
-        [frame.slice(start, SCAN_PIECE_ROWS) for start in range(0, frame.height, SCAN_PIECE_ROWS)], rechunk=False
-    )
-
-
 def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Field columns for every parsed record, and one row per item of every record that lists items.
 
@@ -200,7 +191,8 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
     item_values = ", ".join(_value_sql(item_plan.values[f.name], f) for f in spec.item_fields)
     item_columns = ",\n  ".join(item for f in spec.item_fields for item in _field_sql(f, "item"))
     with scratch() as con:
-        parsed = _in_pieces(records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text"))  # noqa: F841
+        present = records.filter(pl.col("json_text").is_not_null()).select("rid", "json_text")
+        parsed = in_chunks(present, SCAN_PIECE_ROWS)  # noqa: F841 (read by DuckDB below)
         fields = con.sql(
             f"""
             with transformed as (
@@ -217,7 +209,8 @@ def extract(records: pl.DataFrame, spec: SourceSpec) -> tuple[pl.DataFrame, pl.D
             from texts
             """
         ).pl()
-        item_lists = _in_pieces(fields.filter(pl.col("items__type") == "ARRAY").select("rid", "items__json"))  # noqa: F841
+        lists = fields.filter(pl.col("items__type") == "ARRAY").select("rid", "items__json")
+        item_lists = in_chunks(lists, SCAN_PIECE_ROWS)  # noqa: F841 (read by DuckDB below)
         items = con.sql(
             f"""
             with lists as (
