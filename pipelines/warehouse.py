@@ -126,7 +126,8 @@ def read_table(con: duckdb.DuckDBPyConnection, table: str, where: str = "") -> p
 
 # DuckDB's row group. A frame handed to an insert in chunks of this many rows is written by every thread, each
 # compressing whole row groups, in the frame's order; in one chunk, by one thread (600,000 order events into a
-# new file: 7.3 → 4.6 s on two cores, the same rows in the same order; chunks of 16,384 rows did not help).
+# new file, six runs each: 5.2–9.6 → 3.2–4.9 s on two cores, the same rows in the same order; chunks of 16,384
+# rows did not help).
 ROW_GROUP_ROWS = 122_880
 
 
