@@ -479,3 +479,34 @@ def test_profiles_defaults_are_the_pipelines(monkeypatch: pytest.MonkeyPatch) ->
     profiles = (DBT_PROJECT_DIR / "profiles.yml").read_text()
     defaults = dict(re.findall(r"env_var\('(LOYALTY_DBT_\w+)', '([^']*)'\)", profiles))
     assert defaults == {"LOYALTY_DBT_MEMORY": dbt_memory_limit(), "LOYALTY_DBT_THREADS": str(dbt_threads())}
+
+
+def test_a_new_as_of_date_keeps_the_parse(tmp_path: Path) -> None:
+    """The as-of date reaches dbt as LOYALTY_AS_OF and is read when a model is compiled, not parsed: the next
+    day's invocation reuses the saved parse (dbt parses again every file that read a changed environment variable
+    while being parsed: 11 files, about 1 s of every daily run), and its SQL carries the new date."""
+    warehouse = tmp_path / "loyalty.duckdb"
+
+    def compile_rfm(as_of: str) -> tuple[str, str]:
+        completed = subprocess.run(
+            [
+                sys.executable, "-m", "dbt.cli.main", "compile", "--select", "customer_rfm",
+                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+                "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "LOYALTY_WAREHOUSE": str(warehouse), "LOYALTY_AS_OF": as_of},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stdout[-4000:]
+        log = (tmp_path / "logs" / "dbt.log").read_text().rsplit("Running with dbt", 1)[-1]
+        compiled = next((tmp_path / "target" / "compiled").rglob("customer_rfm.sql")).read_text()
+        return log, compiled
+
+    log, compiled = compile_rfm("2024-03-30")
+    assert "cast('2024-03-30' as date)" in compiled
+    log, compiled = compile_rfm("2024-03-31")
+    assert "Partial parsing enabled, no changes found, skipping parsing" in log
+    assert "cast('2024-03-31' as date)" in compiled and "2024-03-30" not in compiled
