@@ -29,8 +29,9 @@ def dbt_env(warehouse: Path, as_of: date) -> dict[str, str]:
     """The environment a dbt command of a run needs: the warehouse (profiles.yml) and the as-of date
     (macro `as_of_date`). The date is not a var: dbt parses the whole project again when a var changes (about
     3 s); the macro reads the environment variable only when a model is compiled, so no file depends on it
-    at parse time and a daily run keeps the parse of the day before as it is. DuckDB's vacuum setting follows the warehouse's deleted rows (`_vacuum_tasks`); a
-    change of it changes the profile, and dbt then parses again, on the few days it changes."""
+    at parse time and a daily run keeps the parse of the day before as it is. DuckDB's vacuum setting follows
+    the warehouse's deleted rows (`_vacuum_tasks`); a change of it changes the profile, and dbt then parses
+    again, on the few days it changes."""
     return {
         "LOYALTY_WAREHOUSE": str(warehouse),
         "LOYALTY_AS_OF": as_of.isoformat(),

@@ -673,6 +673,7 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
                 "create or replace table core.ledger_runs as select ?::date as as_of, ?::varchar as fingerprint",
                 [settings.as_of, fingerprint],
             )
+            _record_ledger_changes(con, incremental)
         counts = {
             name: dict(con.sql(f"select {column}, count(*) from core.{table} group by 1 order by 1").fetchall())
             for name, table, column in (
@@ -691,6 +692,31 @@ def compute_points(settings: Settings, rules: Rules, stage: Stage = _no_stage) -
         mode="incremental" if incremental else "full",
         customers_computed=computed,
     )
+
+
+# core.ledger_changes keeps the customers of this many computations (see `_record_ledger_changes`).
+LEDGER_CHANGES_KEPT = 14
+
+
+def _record_ledger_changes(con, incremental: bool) -> None:
+    """Record, in core.ledger_changes (computation, customer_id), which customers this computation wrote, for the
+    marts built incrementally from the ledger (dbt's `fct_orders` reads the changes since the computation it was
+    built from). Computations are numbered 1, 2, ...; a row with a null customer_id means every customer: a full
+    computation (the earlier rows are then deleted), or the oldest computation kept (the rows of earlier ones
+    are deleted: a reader built from before it cannot tell what changed, and builds again whole). A computation
+    that computed nobody adds no row and takes no number."""
+    con.execute("create table if not exists core.ledger_changes (computation bigint, customer_id varchar)")
+    number = con.sql("select coalesce(max(computation), 0) + 1 from core.ledger_changes").fetchone()[0]
+    if incremental:
+        con.execute("insert into core.ledger_changes select ?, customer_id from _ledger_computed", [number])
+    else:
+        con.execute("delete from core.ledger_changes")
+        con.execute("insert into core.ledger_changes values (?, null)", [number])
+    oldest = number - LEDGER_CHANGES_KEPT
+    older = con.execute("select count(*) from core.ledger_changes where computation < ?", [oldest]).fetchone()[0]
+    if oldest > 0 and older:
+        con.execute("delete from core.ledger_changes where computation <= ?", [oldest])
+        con.execute("insert into core.ledger_changes values (?, null)", [oldest])
 
 
 def _stage_ledger(con, rules: Rules, as_of: date, scope: str, orders_in_scope: int, *, staged: bool) -> None:

@@ -369,6 +369,10 @@ def test_the_ledger_computes_a_customer_again_for_a_column_it_reads_only(generat
     report = runs.compute_points(settings, rules)
     assert report.mode == "incremental" and report.customers_computed == 1
     assert_ledger_is_pure(settings, rules)
+    # what each computation wrote, for fct_orders: everyone (the full one), then b; the ones that computed nobody
+    # recorded nothing
+    changes = "select computation, customer_id from core.ledger_changes order by all"
+    assert query(settings.warehouse, changes) == [(1, None), (2, b)]
     # the stored input hashes were updated row by row to what they now are
     stored = query(settings.warehouse, "select * from core.ledger_inputs order by all")
     assert stored == query(settings.warehouse, f"select * from ({runs.ledger_inputs_sql()}) order by all")
@@ -397,6 +401,31 @@ def test_the_ledger_computes_a_customer_again_when_an_order_gains_two_equal_line
     report = runs.compute_points(settings, rules)
     assert report.mode == "incremental" and report.customers_computed == 1
     assert_ledger_is_pure(settings, rules)
+
+
+def test_the_ledger_keeps_the_changes_of_its_last_computations(monkeypatch) -> None:
+    """core.ledger_changes keeps the customers of the last LEDGER_CHANGES_KEPT computations; the earlier ones
+    give way to a row for everyone at the oldest number kept (a reader built before it builds whole); a full
+    computation leaves one such row."""
+    monkeypatch.setattr(runs, "LEDGER_CHANGES_KEPT", 2)
+    con = duckdb.connect()
+    con.execute("create temp table _ledger_computed (customer_id varchar)")
+
+    def compute(*customers: str, incremental: bool = True) -> list[tuple]:
+        con.execute("delete from _ledger_computed")
+        for customer in customers:
+            con.execute("insert into _ledger_computed values (?)", [customer])
+        runs._record_ledger_changes(con, incremental)
+        return con.sql("select computation, customer_id from core.ledger_changes order by all").fetchall()
+
+    con.execute("create schema core")
+    assert compute(incremental=False) == [(1, None)]
+    assert compute("a", "b") == [(1, None), (2, "a"), (2, "b")]
+    assert compute() == [(1, None), (2, "a"), (2, "b")]  # nobody computed: no number taken
+    assert compute("c") == [(1, None), (2, "a"), (2, "b"), (3, "c")]
+    assert compute("d") == [(2, None), (3, "c"), (4, "d")]  # 2's customers given up
+    assert compute("e") == [(3, None), (4, "d"), (5, "e")]
+    assert compute("f", incremental=False) == [(6, None)]
 
 
 def test_a_month_start_downgrades_a_customer_with_nothing_new(generated, tmp_path):

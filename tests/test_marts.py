@@ -495,6 +495,130 @@ def test_member_months_are_rebuilt_only_for_the_members_whose_inputs_changed(tmp
     )
 
 
+# What the Python steps record for fct_orders: one canonical run merged under fingerprint F, one full ledger
+# computation (`runs._record_ledger_changes`).
+FCT_BOOKKEEPING = (
+    "create table core.canonical_runs (run_id varchar, fingerprint varchar);"
+    "insert into core.canonical_runs values ('r1', 'F');"
+    "create table core.ledger_changes (computation bigint, customer_id varchar);"
+    "insert into core.ledger_changes values (1, null)"
+)
+FCT_MARK = "points_earned = points_earned + 100000"
+
+
+def _fct_orders_after(tmp_path: Path, change: str, as_of: str = AS_OF) -> tuple[Path, list[str]]:
+    """Build fct_orders as of AS_OF, mark every row, apply `change` (SQL on core, as the Python steps would write
+    it) and build again as of `as_of`; then check the table against a full build as of `as_of` on the changed
+    core. Returns the warehouse and the customers whose rows were computed again (the marked rows kept)."""
+    warehouse = tmp_path / "loyalty.duckdb"
+    create_core(warehouse, core_tables())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(FCT_BOOKKEEPING)
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+fct_orders")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update marts.fct_orders set {FCT_MARK}")
+        con.execute(change)
+        con.execute(f"attach '{tmp_path / 'full.duckdb'}' as full_build")
+        con.execute("create schema full_build.core")
+        for name in CORE_COLUMNS:
+            con.execute(f"create table full_build.core.{name} as select * from core.{name}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": as_of}, "+fct_orders")
+    (tmp_path / "full").mkdir()
+    run_dbt_build(tmp_path / "full", tmp_path / "full.duckdb", {"as_of": as_of}, "+fct_orders")
+    computed = query(
+        warehouse,
+        "select distinct coalesce(customer_id, order_id) from marts.fct_orders where points_earned < 100000 order by 1",
+    )
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("update marts.fct_orders set points_earned = points_earned - 100000 where points_earned >= 100000")
+    _assert_equals_the_full_build(warehouse, "marts.fct_orders")
+    return warehouse, [row[0] for row in computed]
+
+
+def test_fct_orders_computes_again_the_customers_of_new_runs_and_of_the_ledger_changes(tmp_path: Path) -> None:
+    """fct_orders is incremental by customer: a canonical run merged since the last build (its orders' events)
+    and the customers the ledger computed again since (core.ledger_changes) make their customers' orders be
+    computed again, and no other; identity joining two customers computes both; the table is what a full
+    build makes."""
+    change = (
+        # run r2: c6's order of 2024-08-01 is returned (c6's first purchase stays; its points would go)
+        "update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62';"
+        "insert into core.order_events (event_id, order_id, run_id) values ('e2', 'bonifiq:B62', 'r2');"
+        # and a record of c7's cart carries c5's e-mail: identity joins c7 into c5 (c5's first purchase holds)
+        "update core.orders set customer_id = 'c5' where customer_id = 'c7';"
+        "insert into core.order_events (event_id, order_id, run_id) values ('e3', 'esputnik:E70', 'r2');"
+        "insert into core.canonical_runs values ('r2', 'F');"
+        # ledger computation 2: c1's redemption of 2024-11-10 was 100 points, now 150
+        "update core.points_ledger set points = -150 where customer_id = 'c1' and entry_type = 'redeem';"
+        "insert into core.ledger_changes values (2, 'c1')"
+    )
+    warehouse, computed = _fct_orders_after(tmp_path, change)
+    assert computed == ["c1", "c5", "c6"]
+    rows = query(
+        warehouse,
+        "select order_id, customer_id, is_first_purchase, points_redeemed from marts.fct_orders"
+        " where order_id in ('bonifiq:B62', 'brevo:5', 'brevo:70', 'esputnik:E50') order by 1",
+    )
+    assert rows == [
+        ("bonifiq:B62", "c6", False, 0),
+        ("brevo:5", "c1", False, 150),
+        ("brevo:70", "c5", False, 0),
+        ("esputnik:E50", "c5", True, 0),
+    ]
+
+
+def test_fct_orders_computes_again_what_the_new_as_of_date_reaches(tmp_path: Path) -> None:
+    """A later as-of date, nothing else new: the customers with an order placed (c7's first delivered order,
+    placed 2025-01-01 00:00) or a points entry effective in between are computed again, and only they."""
+    change = (
+        "insert into core.points_ledger (entry_id, customer_id, order_id, entry_type, points, effective_at, rule)"
+        " values ('p_new', 'c3', 'bonifiq:B2', 'earn', 120, timestamp '2025-01-01 20:00', 'earn')"
+    )
+    warehouse, computed = _fct_orders_after(tmp_path, change, as_of="2025-01-01")
+    assert computed == ["c3", "c7"]
+    assert query(warehouse, "select is_first_purchase from marts.fct_orders where order_id = 'brevo:71'") == [(True,)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "insert into core.ledger_changes values (2, null)",  # the ledger computed whole
+        "update core.canonical_runs set fingerprint = 'G'",  # merged again under other rules (FX rates)
+        "drop table intermediate.fct_orders__built",  # no record of the last build (an older warehouse)
+    ],
+    ids=["ledger-whole", "canonical-rules", "no-record"],
+)
+def test_fct_orders_is_built_whole_when_it_cannot_tell_what_changed(tmp_path: Path, change: str) -> None:
+    _, computed = _fct_orders_after(tmp_path, change)
+    assert len(computed) == len(_orders().unique("customer_id"))
+
+
+def test_fct_orders_keeps_every_row_when_nothing_changed(tmp_path: Path) -> None:
+    _, computed = _fct_orders_after(tmp_path, "select 1")
+    assert computed == []
+
+
+def test_fct_orders_writes_only_the_rows_that_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the orders computed again, only those whose row differs from the stored one are written again: the
+    ledger computed c1 again, and only the order of c1's changed redemption has another row (a row written
+    again gets a new DuckDB row id; without vacuum the others keep theirs)."""
+    monkeypatch.setenv("LOYALTY_DUCKDB_VACUUM_TASKS", "0")
+    warehouse = tmp_path / "loyalty.duckdb"
+    create_core(warehouse, core_tables())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(FCT_BOOKKEEPING)
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+fct_orders")
+    before = dict(query(warehouse, "select order_id, rowid from marts.fct_orders"))
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("update core.points_ledger set points = -150 where customer_id = 'c1' and entry_type = 'redeem'")
+        con.execute("insert into core.ledger_changes values (2, 'c1')")
+    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+fct_orders")
+    after = dict(query(warehouse, "select order_id, rowid from marts.fct_orders"))
+    assert sorted(after) == sorted(before)
+    assert sorted(order for order, row in after.items() if row != before[order]) == ["brevo:5"]
+    assert query(warehouse, "select points_redeemed from marts.fct_orders where order_id = 'brevo:5'") == [(150,)]
+
+
 def test_tier_migration_from_tier_history(marts: tuple[Path, list[dict], float]) -> None:
     warehouse, _, _ = marts
     rows = query(

@@ -1,9 +1,23 @@
 {#-
     Sales person, tracking number and the raw loyalty id are left out: a sales person is a person's name,
     and the others identify a parcel or an account, not an analysis dimension.
+
+    Incremental: a build computes again the orders whose row can have changed since the last one, and writes
+    those whose row did change (macros/fct_orders_incremental.sql); the table is what a full build makes.
 -#}
 
-{{ config(pre_hook="{{ drop_retired_table('intermediate', 'int_points_pivoted_to_orders') }}") }}
+{{ config(
+    incremental_strategy='delete+insert',
+    unique_key='order_id',
+    pre_hook=[
+        "{{ drop_retired_table('intermediate', 'int_points_pivoted_to_orders') }}",
+        "{{ prepare_fct_orders() }}",
+    ],
+    post_hook=["{{ record_fct_orders_built() }}"],
+) }}
+
+-- depends_on: {{ ref('stg_core__points_ledger') }}
+{%- set kept = fct_orders_kept() %}
 
 with
 
@@ -11,17 +25,30 @@ orders as (
 
     select * from {{ ref('stg_core__orders') }}
 
+    {% if kept -%}
+    where order_id in (select order_id from fct_orders__orders_now)
+    {%- endif %}
+
 ),
 
 delivered_orders as (
 
     select * from {{ ref('int_orders_delivered') }}
 
+    {% if kept -%}
+    where customer_id in (select customer_id from fct_orders__customers_now)
+    {%- endif %}
+
 ),
 
 order_points as (
 
+    {% if kept -%}
+    {#- the orders' entries alone, before the pivot's aggregation -#}
+    {{ pivot_points_to_orders(only_orders='fct_orders__orders_now') }}
+    {%- else -%}
     select * from {{ ref('int_points_pivoted_to_orders') }}
+    {%- endif %}
 
 ),
 
@@ -100,4 +127,12 @@ final as (
 
 )
 
+{% if kept -%}
+{#- the rows that differ from the ones stored (columns by name: the table has the contract's order) -#}
+{%- set columns = model.columns.keys() | join(', ') %}
+select {{ columns }} from final
+except
+select {{ columns }} from {{ this }} where order_id in (select order_id from fct_orders__orders_now)
+{%- else -%}
 select * from final
+{%- endif %}
