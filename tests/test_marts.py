@@ -329,13 +329,24 @@ def test_rfm_history_rescores_each_month_end(marts: tuple[Path, list[dict], floa
 
 
 def _rebuild_after_a_change(
-    tmp_path: Path, model: str, mark: str, change: str, schema: str = "intermediate"
+    tmp_path: Path,
+    model: str,
+    mark: str,
+    change: str,
+    schema: str = "intermediate",
+    *,
+    setup: str | None = None,
+    as_of: str = AS_OF,
 ) -> tuple[Path, str]:
-    """Build `model` (and its parents), mark every row of it with `mark` (a SET clause), apply `change` to core,
-    and build again: the rows computed again lose the mark. Also builds `model` from scratch on the changed core,
-    into `full.duckdb`. Returns (the warehouse, the model's table)."""
+    """Build `model` (and its parents) as of AS_OF, mark every row of it with `mark` (a SET clause), apply
+    `change` to core, and build again as of `as_of`: the rows computed again lose the mark. Also builds `model`
+    from scratch on the changed core, into `full.duckdb`. `setup`: SQL run on core before the first build.
+    Returns (the warehouse, the model's table)."""
     warehouse = tmp_path / "loyalty.duckdb"
     create_core(warehouse, core_tables())
+    if setup:
+        with duckdb.connect(str(warehouse)) as con:
+            con.execute(setup)
     run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
     table = f"{schema}.{model}"
     with duckdb.connect(str(warehouse)) as con:
@@ -345,9 +356,9 @@ def _rebuild_after_a_change(
         con.execute("create schema full_build.core")
         for name in CORE_COLUMNS:
             con.execute(f"create table full_build.core.{name} as select * from core.{name}")
-    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, f"+{model}")
+    run_dbt_build(tmp_path, warehouse, {"as_of": as_of}, f"+{model}")
     (tmp_path / "full").mkdir()
-    run_dbt_build(tmp_path / "full", tmp_path / "full.duckdb", {"as_of": AS_OF}, f"+{model}")
+    run_dbt_build(tmp_path / "full", tmp_path / "full.duckdb", {"as_of": as_of}, f"+{model}")
     return warehouse, table
 
 
@@ -510,21 +521,9 @@ def _fct_orders_after(tmp_path: Path, change: str, as_of: str = AS_OF) -> tuple[
     """Build fct_orders as of AS_OF, mark every row, apply `change` (SQL on core, as the Python steps would write
     it) and build again as of `as_of`; then check the table against a full build as of `as_of` on the changed
     core. Returns the warehouse and the customers whose rows were computed again (the marked rows kept)."""
-    warehouse = tmp_path / "loyalty.duckdb"
-    create_core(warehouse, core_tables())
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute(FCT_BOOKKEEPING)
-    run_dbt_build(tmp_path, warehouse, {"as_of": AS_OF}, "+fct_orders")
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute(f"update marts.fct_orders set {FCT_MARK}")
-        con.execute(change)
-        con.execute(f"attach '{tmp_path / 'full.duckdb'}' as full_build")
-        con.execute("create schema full_build.core")
-        for name in CORE_COLUMNS:
-            con.execute(f"create table full_build.core.{name} as select * from core.{name}")
-    run_dbt_build(tmp_path, warehouse, {"as_of": as_of}, "+fct_orders")
-    (tmp_path / "full").mkdir()
-    run_dbt_build(tmp_path / "full", tmp_path / "full.duckdb", {"as_of": as_of}, "+fct_orders")
+    warehouse, _ = _rebuild_after_a_change(
+        tmp_path, "fct_orders", FCT_MARK, change, "marts", setup=FCT_BOOKKEEPING, as_of=as_of
+    )
     computed = query(
         warehouse,
         "select distinct coalesce(customer_id, order_id) from marts.fct_orders where points_earned < 100000 order by 1",
