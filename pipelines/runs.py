@@ -713,8 +713,10 @@ def _record_ledger_changes(con, incremental: bool) -> None:
         con.execute("delete from core.ledger_changes")
         con.execute("insert into core.ledger_changes values (?, null)", [number])
     oldest = number - LEDGER_CHANGES_KEPT
-    older = con.execute("select count(*) from core.ledger_changes where computation < ?", [oldest]).fetchone()[0]
-    if oldest > 0 and older:
+    if (
+        oldest > 0
+        and con.execute("select count(*) from core.ledger_changes where computation < ?", [oldest]).fetchone()[0]
+    ):
         con.execute("delete from core.ledger_changes where computation <= ?", [oldest])
         con.execute("insert into core.ledger_changes values (?, null)", [oldest])
 

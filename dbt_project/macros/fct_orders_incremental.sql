@@ -40,16 +40,22 @@
 {%- endmacro %}
 
 
-{#- Whether the Python steps' bookkeeping tables and this model's records exist (an older warehouse, a test's). -#}
-{% macro fct_orders_records_exist() -%}
+{#-
+    Which of the Python steps' bookkeeping tables and this model's records exist, as `schema.table` (an older
+    warehouse or a test's may lack some); none before `execute`.
+-#}
+{% macro fct_orders_tables_present() -%}
+    {%- if not execute -%}
+        {{ return([]) }}
+    {%- endif -%}
     {%- set found -%}
-        select count(*) from information_schema.tables
+        select table_schema || '.' || table_name from information_schema.tables
         where table_catalog = '{{ this.database }}' and (table_schema, table_name) in (
             ('core', 'canonical_runs'), ('core', 'ledger_changes'),
             ('intermediate', 'fct_orders__built'), ('intermediate', 'fct_orders__runs')
         )
     {%- endset -%}
-    {{ return(run_query(found).columns[0].values()[0] == 4) }}
+    {{ return(run_query(found).columns[0].values() | list) }}
 {%- endmacro %}
 
 
@@ -58,7 +64,7 @@
     {%- if not (execute and is_incremental()) -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- if not fct_orders_records_exist() -%}
+    {%- if fct_orders_tables_present() | length < 4 -%}
         {{ return(false) }}
     {%- endif -%}
     {%- set check -%}
@@ -124,26 +130,19 @@
 {% macro record_fct_orders_built() -%}
     {%- set canonical_runs = fct_orders_relation('core', 'canonical_runs') -%}
     {%- set ledger_changes = fct_orders_relation('core', 'ledger_changes') -%}
-    {%- set found -%}
-        select
-            count(*) filter (where table_name = 'canonical_runs'),
-            count(*) filter (where table_name = 'ledger_changes')
-        from information_schema.tables
-        where table_catalog = '{{ this.database }}' and table_schema = 'core'
-    {%- endset -%}
-    {%- set present = run_query(found).rows[0] if execute else [0, 0] -%}
+    {%- set present = fct_orders_tables_present() -%}
     create or replace table {{ fct_orders_relation('intermediate', 'fct_orders__built') }} as
     select
         '{{ fct_orders_code_fingerprint() if execute else '' }}' as code_fingerprint,
-        {% if present[0] -%}
+        {% if 'core.canonical_runs' in present -%}
             (select min(fingerprint) from {{ canonical_runs }})
         {%- else -%} null {%- endif %}::varchar as canonical_fingerprint,
-        {% if present[1] -%}
+        {% if 'core.ledger_changes' in present -%}
             (select coalesce(max(computation), 0) from {{ ledger_changes }})
         {%- else -%} 0 {%- endif %}::bigint as ledger_computation,
         {{ as_of_date() }} as as_of;
     create or replace table {{ fct_orders_relation('intermediate', 'fct_orders__runs') }} as
-    {% if present[0] -%}
+    {% if 'core.canonical_runs' in present -%}
         select distinct run_id from {{ canonical_runs }}
     {%- else -%}
         select null::varchar as run_id where false
