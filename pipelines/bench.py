@@ -496,6 +496,8 @@ UNCOMPARED_TABLES = {
     ("core", "ledger_changes"),
     ("intermediate", "fct_orders__built"),
     ("intermediate", "fct_orders__runs"),
+    ("intermediate", "points_reconciliation__built"),
+    ("intermediate", "points_reconciliation__runs"),
 }
 
 

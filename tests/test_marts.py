@@ -618,6 +618,62 @@ def test_fct_orders_writes_only_the_rows_that_differ(tmp_path: Path, monkeypatch
     assert query(warehouse, "select points_redeemed from marts.fct_orders where order_id = 'brevo:5'") == [(150,)]
 
 
+# Every order has a reconciliation row (the fixture's three, and a plain one for each other order).
+RECONCILIATION_SETUP = (
+    FCT_BOOKKEEPING + ";"
+    "insert into core.points_reconciliation (order_id, customer_id, computed_points, computed_bonus)"
+    " select order_id, customer_id, 10, 0 from core.orders"
+    " where order_id not in (select order_id from core.points_reconciliation)"
+)
+RECONCILIATION_MARK = "computed_points = computed_points + 100000"
+
+
+def test_points_reconciliation_computes_again_the_customers_of_new_runs_and_of_the_ledger_changes(
+    tmp_path: Path,
+) -> None:
+    """points_reconciliation is incremental by customer, as fct_orders: the orders of a canonical run merged
+    since the last build and of the customers the ledger computed again are computed again, and no other;
+    the row of an order the ledger no longer reconciles goes; the table is what a full build makes."""
+    change = (
+        # run r2 (the ledger not run since): c6's order of 2024-08-01 is cancelled
+        "update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62';"
+        "insert into core.order_events (event_id, order_id, run_id) values ('e2', 'bonifiq:B62', 'r2');"
+        "insert into core.canonical_runs values ('r2', 'F');"
+        # ledger computation 2: c1's order of 2024-11-05 earns 40 points, and brevo:6 is not reconciled any more;
+        # identity joined c7 into c5, whose rows the ledger wrote again (c7's deleted)
+        "update core.points_reconciliation set computed_points = 40 where order_id = 'brevo:5';"
+        "delete from core.points_reconciliation where order_id = 'brevo:6';"
+        "update core.orders set customer_id = 'c5' where customer_id = 'c7';"
+        "update core.points_reconciliation set customer_id = 'c5' where customer_id = 'c7';"
+        "insert into core.ledger_changes values (2, 'c1'), (2, 'c5'), (2, 'c7')"
+    )
+    warehouse, table = _rebuild_after_a_change(
+        tmp_path, "points_reconciliation", RECONCILIATION_MARK, change, "marts", setup=RECONCILIATION_SETUP
+    )
+    computed = query(warehouse, f"select distinct customer_id from {table} where computed_points < 100000 order by 1")
+    assert [row[0] for row in computed] == ["c1", "c5", "c6"]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set computed_points = computed_points - 100000 where computed_points >= 100000")
+    _assert_equals_the_full_build(warehouse, table)
+    rows = query(
+        warehouse,
+        f"select order_id, customer_id, status, computed_points from {table}"
+        " where order_id in ('bonifiq:B62', 'brevo:5', 'brevo:6', 'brevo:70') order by 1",
+    )
+    assert rows == [
+        ("bonifiq:B62", "c6", "cancelled", 10),
+        ("brevo:5", "c1", "delivered", 40),
+        ("brevo:70", "c5", "pending", 10),
+    ]
+
+
+def test_points_reconciliation_keeps_every_row_when_nothing_changed(tmp_path: Path) -> None:
+    warehouse, table = _rebuild_after_a_change(
+        tmp_path, "points_reconciliation", RECONCILIATION_MARK, "select 1", "marts", setup=RECONCILIATION_SETUP
+    )
+    assert query(warehouse, f"select count(*) from {table} where computed_points < 100000") == [(0,)]
+
+
 def test_tier_migration_from_tier_history(marts: tuple[Path, list[dict], float]) -> None:
     warehouse, _, _ = marts
     rows = query(

@@ -3,7 +3,7 @@
     and the others identify a parcel or an account, not an analysis dimension.
 
     Incremental: a build computes again the orders whose row can have changed since the last one, and writes
-    those whose row did change (macros/fct_orders_incremental.sql); the table is what a full build makes.
+    those whose row did change (macros/incremental_by_customer.sql); the table is what a full build makes.
 -#}
 
 {{ config(
@@ -11,13 +11,13 @@
     unique_key='order_id',
     pre_hook=[
         "{{ drop_retired_table('intermediate', 'int_points_pivoted_to_orders') }}",
-        "{{ prepare_fct_orders() }}",
+        "{{ prepare_by_customer(fct_orders_code_fingerprint(), as_of_window=true) }}",
     ],
-    post_hook=["{{ record_fct_orders_built() }}"],
+    post_hook=["{{ record_by_customer_built(fct_orders_code_fingerprint()) }}"],
 ) }}
 
 -- depends_on: {{ ref('stg_core__points_ledger') }}
-{%- set kept = fct_orders_kept() %}
+{%- set kept = by_customer_kept(fct_orders_code_fingerprint()) %}
 
 with
 
@@ -128,11 +128,7 @@ final as (
 )
 
 {% if kept -%}
-{#- the rows that differ from the ones stored (columns by name: the table has the contract's order) -#}
-{%- set columns = model.columns.keys() | join(', ') %}
-select {{ columns }} from final
-except
-select {{ columns }} from {{ this }} where order_id in (select order_id from fct_orders__orders_now)
+{{ by_customer_rows_that_differ('final') }}
 {%- else -%}
 select * from final
 {%- endif %}

@@ -1,14 +1,45 @@
+{#-
+    One row per order of core.points_reconciliation (the ledger's), with the order's source, status and
+    placed_at. Incremental by customer (macros/incremental_by_customer.sql): a build computes again the orders
+    of the customers the ledger computed again or a canonical run merged since the last build, writes the rows
+    that differ, and deletes those of orders the ledger no longer reconciles; the table is what a full build
+    makes. At 10M orders, written whole, it took 10.9 s of a daily build's thread time.
+-#}
+
+{{ config(
+    incremental_strategy='delete+insert',
+    unique_key='order_id',
+    pre_hook=[
+        "{{ prepare_by_customer(
+            points_reconciliation_code_fingerprint(),
+            order_sources=[source('core', 'points_reconciliation')],
+            made_from=source('core', 'points_reconciliation'),
+        ) }}",
+    ],
+    post_hook=["{{ record_by_customer_built(points_reconciliation_code_fingerprint()) }}"],
+) }}
+
+{%- set kept = by_customer_kept(points_reconciliation_code_fingerprint()) %}
+
 with
 
 reconciliation as (
 
     select * from {{ ref('stg_core__points_reconciliation') }}
 
+    {% if kept -%}
+    where order_id in (select order_id from points_reconciliation__orders_now)
+    {%- endif %}
+
 ),
 
 orders as (
 
     select * from {{ ref('stg_core__orders') }}
+
+    {% if kept -%}
+    where order_id in (select order_id from points_reconciliation__orders_now)
+    {%- endif %}
 
 ),
 
@@ -72,4 +103,8 @@ final as (
 
 )
 
+{% if kept -%}
+{{ by_customer_rows_that_differ('final') }}
+{%- else -%}
 select * from final
+{%- endif %}
