@@ -489,7 +489,8 @@ def run_pipeline(raw: Path, work: Path, as_of: date, rules, clock: StageClock, s
 DAILY_SHARE = 0.01  # the daily run adds the latest files holding about this share of the raw bytes
 RUN_COLUMNS = ("run_id", "ingested_at", "first_ingested_at", "last_ingested_at")  # say when, not what
 # canonical_runs lists run ids; raw_file_hashes holds the files' times (a hard link changes a file's ctime);
-# ledger_changes numbers the ledger's computations, and fct_orders' records hold run ids and those numbers
+# ledger_changes numbers the ledger's computations, and the records of the tables incremental by customer
+# (macros/incremental_by_customer.sql) hold run ids and those numbers
 UNCOMPARED_TABLES = {
     ("core", "canonical_runs"),
     ("core", "raw_file_hashes"),
@@ -498,6 +499,8 @@ UNCOMPARED_TABLES = {
     ("intermediate", "fct_orders__runs"),
     ("intermediate", "points_reconciliation__built"),
     ("intermediate", "points_reconciliation__runs"),
+    ("intermediate", "int_orders_delivered__built"),
+    ("intermediate", "int_orders_delivered__runs"),
 }
 
 

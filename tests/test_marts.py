@@ -674,6 +674,39 @@ def test_points_reconciliation_keeps_every_row_when_nothing_changed(tmp_path: Pa
     assert query(warehouse, f"select count(*) from {table} where computed_points < 100000") == [(0,)]
 
 
+def test_int_orders_delivered_computes_again_the_customers_of_new_runs_and_of_the_new_as_of_date(
+    tmp_path: Path,
+) -> None:
+    """int_orders_delivered is incremental by customer, reading neither the ledger nor its changes: a canonical
+    run merged since the last build (c6's order cancelled: its row goes) and an order placed between the two
+    as-of dates (c7's first delivered order) make their customers' orders be computed again, and no other
+    (not c1, whom the ledger computed again); the table is what a full build makes."""
+    change = (
+        "update core.orders set status = 'cancelled' where order_id = 'bonifiq:B62';"
+        "insert into core.order_events (event_id, order_id, run_id) values ('e2', 'bonifiq:B62', 'r2');"
+        "insert into core.canonical_runs values ('r2', 'F');"
+        "insert into core.ledger_changes values (2, 'c1')"
+    )
+    mark = "net_amount_reporting = net_amount_reporting + 100000"
+    # c2 gets copies of c1's six orders: more rows than a full build's check wants
+    setup = (
+        FCT_BOOKKEEPING + ";insert into core.orders select * replace (order_id || '-copy' as order_id, 'c2' as "
+        "customer_id) from core.orders where customer_id = 'c1'"
+    )
+    warehouse, table = _rebuild_after_a_change(
+        tmp_path, "int_orders_delivered", mark, change, setup=setup, as_of="2025-01-01"
+    )
+    computed = query(
+        warehouse, f"select distinct customer_id from {table} where net_amount_reporting < 100000 order by 1"
+    )
+    assert [row[0] for row in computed] == ["c6", "c7"]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"update {table} set {mark.replace('+', '-')} where net_amount_reporting >= 100000")
+    _assert_equals_the_full_build(warehouse, table)
+    orders = query(warehouse, f"select order_id from {table} where customer_id in ('c6', 'c7') order by 1")
+    assert orders == [("bonifiq:B60",), ("bonifiq:B61",), ("bonifiq:B63",), ("brevo:71",)]
+
+
 def test_tier_migration_from_tier_history(marts: tuple[Path, list[dict], float]) -> None:
     warehouse, _, _ = marts
     rows = query(

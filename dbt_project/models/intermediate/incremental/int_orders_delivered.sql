@@ -6,13 +6,37 @@
     their orders). customer_id is a hash of the customer's smallest identifier (SPEC §3), so a new e-mail can
     relabel a customer whose orders stay the same; their key stays. The incremental RFM scoring fingerprints
     its windows by key, so such a relabel re-scores nothing (`int_customers_scored` only renames the rows).
+
+    Incremental by customer (macros/incremental_by_customer.sql): a build computes again the orders of the
+    customers a canonical run merged since the last build, or with an order placed between the two as-of
+    dates; it writes the rows that differ and deletes those of orders no longer delivered. The table is what a
+    full build makes. At 10M orders, written whole, it took 12.3 s of a daily build's thread time.
 -#}
+
+{{ config(
+    incremental_strategy='delete+insert',
+    unique_key='order_id',
+    on_schema_change='sync_all_columns',
+    pre_hook=[
+        "{{ prepare_by_customer(
+            int_orders_delivered_code_fingerprint(), ledger=false, as_of_window=true,
+            made_from='(' ~ delivered_order_ids() ~ ')',
+        ) }}",
+    ],
+    post_hook=["{{ record_by_customer_built(int_orders_delivered_code_fingerprint()) }}"],
+) }}
+
+{%- set kept = by_customer_kept(int_orders_delivered_code_fingerprint(), ledger=false) %}
 
 with
 
 orders as (
 
     select * from {{ ref('stg_core__orders') }}
+
+    {% if kept -%}
+    where customer_id in (select customer_id from int_orders_delivered__customers_now)
+    {%- endif %}
 
 ),
 
@@ -58,4 +82,8 @@ final as (
 
 )
 
+{% if kept -%}
+{{ by_customer_rows_that_differ('final', columns='*') }}
+{%- else -%}
 select * from final
+{%- endif %}
