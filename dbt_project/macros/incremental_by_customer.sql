@@ -17,15 +17,15 @@
     orders that the model no longer makes are deleted. It builds whole (deletes every row) when there is no
     record of the last build, or the code changed, or the canonical tables were merged again under other rules
     (core.canonical_runs' fingerprint), or (reading the ledger) the ledger was computed whole or its changes
-    since are no longer all kept, or the as-of date went back. What was built is recorded beside the mart, in the build's
-    transaction: `intermediate.<model>__built` (one row: the code's fingerprint, the canonical fingerprint,
+    since are no longer all kept, or the as-of date went back. What was built is recorded beside the table,
+    in the build's transaction: `intermediate.<model>__built` (one row: the code's fingerprint, the canonical fingerprint,
     the ledger computation and the as-of date) and `intermediate.<model>__runs` (the canonical runs). The table
     is then what a full build makes (tests/test_marts.py).
 
     A model calls `by_customer_kept(code, ledger)` and, when it is true, reads only the orders in the temp
     table `<model>__orders_now` (and, for the customer's other orders, the customers in
-    `<model>__customers_now`); its hooks are `prepare_by_customer(code, ...)` and `record_by_customer_built(code)`.
-    `code` is the model's code fingerprint (`by_customer_code_fingerprint`).
+    `<model>__customers_now`); its hooks are `prepare_by_customer(code, ...)` and
+    `record_by_customer_built(code)`. `code` is the model's code fingerprint (`by_customer_code_fingerprint`).
 -#}
 
 {% macro by_customer_relation(schema, identifier) -%}
@@ -101,8 +101,8 @@
     `<model>__customers_now`, `<model>__orders_now`, which the model reads: the orders of those customers in
     core.orders and in each of `order_sources`, relations with order_id and customer_id), and the rows of those
     orders that `made_from` (a relation or a subquery with order_id: every order the model makes a row for) no
-    longer holds deleted; dbt's delete+insert then replaces the rows that differ. On another incremental build, every row
-    deleted.
+    longer holds deleted; dbt's delete+insert then replaces the rows that differ. On another incremental
+    build, every row deleted.
 -#}
 {% macro prepare_by_customer(code, ledger=true, as_of_window=false, order_sources=[], made_from=none) -%}
     {%- set prefix = this.identifier -%}
