@@ -18,9 +18,9 @@
     record of the last build, or the code changed, or the canonical tables were merged again under other rules
     (core.canonical_runs' fingerprint), or (reading the ledger) the ledger was computed whole or its changes
     since are no longer all kept, or the as-of date went back. What was built is recorded beside the table,
-    in the build's transaction: `intermediate.<model>__built` (one row: the code's fingerprint, the canonical fingerprint,
-    the ledger computation and the as-of date) and `intermediate.<model>__runs` (the canonical runs). The table
-    is then what a full build makes (tests/test_marts.py).
+    in the build's transaction: `intermediate.<model>__built` (one row: the code's fingerprint, the canonical
+    fingerprint, the ledger computation and the as-of date) and `intermediate.<model>__runs` (the canonical
+    runs). The table is then what a full build makes (tests/test_marts.py).
 
     A model calls `by_customer_kept(code, ledger)` and, when it is true, reads only the orders in the temp
     table `<model>__orders_now` (and, for the customer's other orders, the customers in
